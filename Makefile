@@ -1,0 +1,27 @@
+# The course's commands. Every target runs inside .venv, which `setup` builds from the
+# pinned requirements; nothing is installed outside it.
+SHELL := /bin/bash
+PY := .venv/bin/python
+VENV_BIN := $(abspath .venv/bin)
+export PATH := $(VENV_BIN):$(PATH)
+export PYTHONPATH := $(CURDIR)
+export PYTHONHASHSEED := 0
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export MPLBACKEND := Agg
+
+.PHONY: setup lock notebooks release solutions course test lab grade clean
+
+# Idempotent: reinstalls only when a requirements file or pyproject.toml changed.
+setup: .venv/.installed
+.venv/.installed: environment/requirements.txt pyproject.toml
+	@test -x $(PY) || python3.11 -m venv .venv
+	$(PY) -m pip install -q -r environment/requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -m pip install -q --no-deps -e . 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -c "import torch, triton, transformers, nbgrader, nbval, jupyterlab, llmopt, course_config"
+	@touch $@
+
+# Re-resolve the pins after editing requirements.in.
+lock: setup
+	$(PY) -m pip install -q -r environment/requirements.in
+	$(PY) -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' > environment/requirements.txt

@@ -1,0 +1,120 @@
+"""The one place for course facts.
+
+Chapters and their bilingual titles, grading limits, model locations and performance
+thresholds live here and nowhere else: `nbgrader_config.py`, the grader, the course
+library and the tests all read them from this module.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+COURSE_ID = "llm-inference-optimization"
+BOOK_TITLE_ZH = "LLM推理性能优化"
+
+
+@dataclass(frozen=True)
+class Chapter:
+    number: int
+    slug: str  # chNN_slug: the nbgrader assignment id and the folder name everywhere
+    title_en: str
+    title_zh: str  # the book's own chapter title
+    notebooks: tuple[str, ...] = ()  # notebook stems under source/<slug>/; () = not written yet
+    execute_timeout_s: int = 120  # nbgrader's per-cell limit in the student kernel
+    worker_memory_mb: int = 4096  # address-space cap of one grading worker
+    test_timeout_s: float = 20.0  # default wall time of one hidden test
+
+    @property
+    def short(self) -> str:
+        return self.slug.split("_", 1)[0]
+
+
+CHAPTERS: tuple[Chapter, ...] = (
+    Chapter(1, "ch01_why_optimize", "Why Optimize Inference", "动机：推理优化的商业价值",
+            notebooks=("ch01_why_optimize",)),
+    Chapter(2, "ch02_landscape", "The Landscape and the 2025 Trends", "技术全景与2025趋势"),
+    Chapter(3, "ch03_gpu_fundamentals", "GPU Fundamentals", "GPU架构原理"),
+    Chapter(4, "ch04_environment", "The Environment: Docker, vLLM, CUDA", "环境搭建（Docker、vLLM、CUDA）"),
+    Chapter(5, "ch05_kv_cache", "KV Cache Optimization", "KV Cache优化"),
+    Chapter(6, "ch06_scheduling", "Request Scheduling", "请求调度策略"),
+    Chapter(7, "ch07_quantization", "Quantization: from PTQ to INT4 QAT", "量化技术（PTQ→INT4 QAT）"),
+    Chapter(8, "ch08_speculative_decoding", "Speculative Decoding: from Theory to EAGLE-3",
+            "投机采样（原理→Eagle 3）"),
+    Chapter(9, "ch09_production", "Production Deployment", "生产部署"),
+    Chapter(10, "ch10_heterogeneous", "Heterogeneous Hardware: H100 + H200", "异构硬件部署（H100+H200）"),
+)
+
+# Chapters whose notebooks exist; the build, the grader and the tests iterate over these.
+ACTIVE_CHAPTERS: tuple[Chapter, ...] = tuple(ch for ch in CHAPTERS if ch.notebooks)
+
+
+def chapter(key: str | int) -> Chapter:
+    """Look a chapter up by slug ("ch01_why_optimize"), short name ("ch01") or number."""
+    for ch in CHAPTERS:
+        if key in (ch.slug, ch.short, ch.number, str(ch.number)):
+            return ch
+    known = ", ".join(ch.slug for ch in CHAPTERS)
+    raise KeyError(f"no chapter {key!r}; the chapters are: {known}")
+
+
+# ---------------------------------------------------------------------------------------
+# Grading
+# ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Grading:
+    # Stderr lines that nbgrader must not count as errors (it zeroes a cell with any stderr).
+    ignore_stderr_pattern: str = (
+        r"(?s).*(UserWarning|FutureWarning|DeprecationWarning|NNPACK|"
+        r"TRITON_INTERPRET|Matplotlib is building the font cache).*"
+    )
+    # Limits of one grading worker (the process that runs student code).
+    worker_output_bytes: int = 1 << 20  # student prints beyond this end the worker
+    worker_threads: int = 1  # torch/BLAS threads: same speed for every student, no oversubscription
+    # Backstop for a whole suite run, on top of each test's own wall-time limit.
+    suite_timeout_s: float = 600.0
+    # Run the submission in an nbgrader kernel too, only to show its outputs in feedback.
+    # Scores never depend on it: the judge grades in its own workers.
+    execute_in_kernel: bool = True
+    # Known hardware-dependent checks are reported "blocked" where the hardware is absent;
+    # blocked tests leave the cell's denominator instead of scoring zero.
+    blocked_counts_against: bool = False
+
+
+GRADING = Grading()
+
+
+# ---------------------------------------------------------------------------------------
+# Models and workloads
+# ---------------------------------------------------------------------------------------
+
+MODELS_DIR = ROOT / "models"
+
+# Name -> Hugging Face directory or hub id. Replace a value with a hub id (e.g. a Qwen or
+# Llama checkpoint) on a machine that reaches the hub; the course never downloads by itself.
+MODELS: dict[str, str] = {
+    "course-lm": str(MODELS_DIR / "course-lm"),
+    "course-lm-draft": str(MODELS_DIR / "course-lm-draft"),
+}
+
+# Under test (COURSE_SMALL=1) notebooks shrink their workloads so `make test` stays short.
+SMALL_WORKLOAD: bool = os.environ.get("COURSE_SMALL", "") not in ("", "0")
+
+
+# ---------------------------------------------------------------------------------------
+# Performance thresholds: same-run ratios or fractions of a ceiling measured on the device
+# (never an absolute time). Keyed by "<chapter>/<check>".
+# ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Threshold:
+    kind: str  # "ratio" (candidate vs baseline, same run) or "fraction_of_peak"
+    minimum: float
+    device: str = "any"  # "any", "cpu" or "cuda"; others are reported blocked
+    note: str = ""
+
+
+THRESHOLDS: dict[str, Threshold] = {}
