@@ -1,0 +1,122 @@
+"""The instructors' command line.
+
+  python -m grader check NOTEBOOK            grade one notebook, no course directory needed
+  python -m grader autograde CHAPTER [--student ID] [--course-dir DIR]
+  python -m grader report [--course-dir DIR] [--csv FILE]
+  python -m grader build                     notebooks from their twins, then release/
+  python -m grader solutions                 executed reference notebooks in solutions/
+  python -m grader demo [--course-dir DIR]   grade the demo class and print its table
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import course_config
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    import nbformat
+
+    from grader.judge import run_suites
+    from grader.notebook import chapter_of, graded_suites, render, student_cells
+
+    path = Path(args.notebook)
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception as exc:  # unreadable JSON, wrong schema: say so plainly
+        print(f"{path}: not a readable notebook ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return 2
+    chapter = chapter_of(nb, path)
+    suites = graded_suites(nb, chapter)
+    if not suites:
+        print(f"{path}: no graded cells with hidden suites found for {chapter}", file=sys.stderr)
+        return 2
+    results = run_suites(student_cells(nb), [s for _, s in suites], chapter=chapter, filename=path.name)
+    total = earned = 0.0
+    for index, suite in suites:
+        points = float(nb.cells[index].metadata["nbgrader"]["points"])
+        text, score = render(results[suite], points)
+        print(text)
+        total, earned = total + points, earned + score
+    print(f"{path.name}: {earned:g} / {total:g} points")
+    return 0 if earned >= total else 1
+
+
+def cmd_autograde(args: argparse.Namespace) -> int:
+    from grader.course import nbgrader
+
+    extra = ["--student", args.student] if args.student else []
+    run = nbgrader("autograde", course_config.chapter(args.chapter).slug, "--force", *extra,
+                   course_dir=Path(args.course_dir).resolve(), check=False)
+    print(run.stdout + run.stderr)
+    return run.returncode
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from grader.report import class_table, print_table, write_csv
+
+    rows = class_table(Path(args.course_dir).resolve())
+    print_table(rows)
+    if args.csv:
+        write_csv(rows, Path(args.csv))
+        print(f"written {args.csv}")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from grader.course import build_notebooks, release
+
+    for path in build_notebooks():
+        print(f"built {path.relative_to(course_config.ROOT)}")
+    release()
+    print("release/ regenerated")
+    return 0
+
+
+def cmd_solutions(args: argparse.Namespace) -> int:
+    from grader.course import solutions
+
+    solutions()
+    print("solutions/ regenerated")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from grader.demo import grade_demo_class
+    from grader.report import print_table
+
+    rows = grade_demo_class(Path(args.course_dir).resolve())
+    print_table(rows)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m grader", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("check", help="grade one notebook and print a per-test table")
+    p.add_argument("notebook")
+    p.set_defaults(run=cmd_check)
+    p = sub.add_parser("autograde", help="nbgrader autograde with the judge")
+    p.add_argument("chapter")
+    p.add_argument("--student")
+    p.add_argument("--course-dir", default=str(course_config.ROOT))
+    p.set_defaults(run=cmd_autograde)
+    p = sub.add_parser("report", help="class table from the gradebook")
+    p.add_argument("--course-dir", default=str(course_config.ROOT))
+    p.add_argument("--csv")
+    p.set_defaults(run=cmd_report)
+    sub.add_parser("build", help="notebooks from twins, then release/").set_defaults(run=cmd_build)
+    sub.add_parser("solutions", help="executed solutions/").set_defaults(run=cmd_solutions)
+    p = sub.add_parser("demo", help="grade the demo class in a scratch course directory")
+    p.add_argument("--course-dir", default=str(course_config.ROOT / "build" / "demo_course"))
+    p.set_defaults(run=cmd_demo)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

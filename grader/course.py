@@ -1,0 +1,98 @@
+"""Building the course and driving nbgrader: notebooks from their text twins, release
+and solution notebooks, a course directory for the demo class or the tests.
+
+Each chapter notebook is authored as a jupytext "percent" script beside it
+(source/<chapter>/<notebook>.py): readable diffs, and the .ipynb is generated from it,
+with deterministic cell ids so that a rebuild of unchanged text changes no byte.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jupytext
+import nbformat
+
+import course_config
+from course_config import ROOT
+
+
+def twin_path(chapter: course_config.Chapter, notebook: str) -> Path:
+    return ROOT / "source" / chapter.slug / f"{notebook}.py"
+
+
+def notebook_from_twin(chapter: course_config.Chapter, notebook: str) -> nbformat.NotebookNode:
+    nb = jupytext.read(twin_path(chapter, notebook), fmt="py:percent")
+    nb.metadata.pop("jupytext", None)
+    nb.metadata["llmcourse"] = {"chapter": chapter.slug}
+    nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+    nb.metadata["language_info"] = {"name": "python"}
+    for index, cell in enumerate(nb.cells):
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        cell["id"] = grade_id or f"{chapter.short}-{index:03d}"
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    nbformat.validate(nb)
+    return nb
+
+
+def build_notebooks() -> list[Path]:
+    """Write source/<chapter>/<notebook>.ipynb from each text twin."""
+    written = []
+    for ch in course_config.ACTIVE_CHAPTERS:
+        for name in ch.notebooks:
+            path = ROOT / "source" / ch.slug / f"{name}.ipynb"
+            nbformat.write(notebook_from_twin(ch, name), path)
+            written.append(path)
+    return written
+
+
+def nbgrader(*args: str, course_dir: Path = ROOT, check: bool = True) -> subprocess.CompletedProcess:
+    """Run an nbgrader command on `course_dir` with the repository's nbgrader_config.py."""
+    bin_dir = str(Path(sys.executable).parent)  # nbgrader calls `alembic` as a program
+    env = dict(os.environ, LLMOPT_COURSE_DIR=str(course_dir), PYTHONPATH=str(ROOT),
+               PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""))
+    run = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=ROOT, env=env,
+                         capture_output=True, text=True)
+    if check and run.returncode != 0:
+        raise RuntimeError(f"nbgrader {' '.join(args)} failed:\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}")
+    return run
+
+
+def _normalize(path: Path) -> None:
+    """Strip what makes two builds of the same text differ (nbgrader's execution noise)."""
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata.pop("language_info", None)
+    nb.metadata["language_info"] = {"name": "python"}
+    nbformat.write(nb, path)
+
+
+def release(course_dir: Path = ROOT) -> None:
+    """nbgrader generate_assignment for every chapter: release/<chapter>/ for students."""
+    for ch in course_config.ACTIVE_CHAPTERS:
+        nbgrader("generate_assignment", ch.slug, "--force", course_dir=course_dir)
+        for path in sorted((course_dir / "release" / ch.slug).glob("*.ipynb")):
+            _normalize(path)
+
+
+def solutions() -> None:
+    """Executed reference notebooks, hidden tests removed: solutions/<chapter>/."""
+    for ch in course_config.ACTIVE_CHAPTERS:
+        nbgrader("generate_solution", ch.slug, "--force")
+
+
+def scratch_course(course_dir: Path) -> Path:
+    """A fresh course directory holding a copy of source/, with its own gradebook,
+    ready for generate_assignment and autograde (the demo class, the tests)."""
+    if course_dir.exists():
+        shutil.rmtree(course_dir)
+    course_dir.mkdir(parents=True)
+    for ch in course_config.ACTIVE_CHAPTERS:
+        shutil.copytree(ROOT / "source" / ch.slug, course_dir / "source" / ch.slug,
+                        ignore=shutil.ignore_patterns("*.py", "__pycache__", ".ipynb_checkpoints"))
+    release(course_dir)
+    return course_dir

@@ -1,0 +1,222 @@
+"""The judge: runs hidden suites (pytest files) against a student's code.
+
+`run_suites` is the entry point. It starts pytest in a separate, trusted process with
+this module as a plugin; each test gets the `student` fixture: the student's code loaded
+afresh in a worker process (grader/student.py). The plugin records, per test, the points
+and one of the statuses below, and writes them as JSON.
+
+Statuses: passed, failed, timeout, crashed, blocked (hardware absent: the test leaves
+the denominator), error (the grader itself failed; never the student's fault).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pytest
+
+import course_config
+from grader.student import StudentError, Student, WorkerCrashed, WorkerPool, WorkerTimeout
+
+SUITES_DIR = Path(__file__).parent / "suites"
+STATUSES = ("passed", "failed", "timeout", "crashed", "blocked", "error")
+
+
+@dataclass
+class TestResult:
+    name: str  # the test's one-line, student-facing description
+    points: float
+    status: str
+    message: str = ""
+    seconds: float = 0.0
+
+    @property
+    def earned(self) -> float:
+        return self.points if self.status == "passed" else 0.0
+
+
+@dataclass
+class SuiteResult:
+    suite: str  # "<chapter>/<grade_id>"
+    tests: list[TestResult] = field(default_factory=list)
+
+    @property
+    def available(self) -> float:
+        """Points that count: blocked tests leave the denominator."""
+        return sum(t.points for t in self.tests if t.status != "blocked")
+
+    @property
+    def earned(self) -> float:
+        return sum(t.earned for t in self.tests)
+
+    @property
+    def fraction(self) -> float:
+        return self.earned / self.available if self.available else 0.0
+
+
+def suite_path(suite: str) -> Path:
+    chapter, _, name = suite.partition("/")
+    return SUITES_DIR / chapter / f"test_{name}.py"
+
+
+def run_suites(cells: list[dict], suites: list[str], *, chapter: str, filename: str = "notebook") -> dict[str, SuiteResult]:
+    """Grade the student's code cells against each named suite, out of process."""
+    ch = course_config.chapter(chapter)
+    results: dict[str, SuiteResult] = {s: SuiteResult(s) for s in suites}
+    missing = [s for s in suites if not suite_path(s).is_file()]
+    for s in missing:
+        results[s].tests.append(TestResult("hidden suite present", 0.0, "error",
+                                           f"no hidden suite {suite_path(s)}: tell the instructors"))
+    present = [s for s in suites if s not in missing]
+    if not present:
+        return results
+    with tempfile.TemporaryDirectory(prefix="grader-judge-") as tmp:
+        source_file, results_file = Path(tmp) / "student_cells.json", Path(tmp) / "results.json"
+        source_file.write_text(json.dumps(cells))
+        env = dict(os.environ, PYTHONPATH=str(course_config.ROOT), PYTHONDONTWRITEBYTECODE="1")
+        command = [
+            sys.executable, "-m", "pytest", "-q", "-p", "grader.judge", "-p", "no:cacheprovider",
+            "--assert=plain", "--no-header", "-o", "addopts=", "-o", "filterwarnings=",
+            f"--student-source={source_file}", f"--student-filename={filename}",
+            f"--results={results_file}", f"--chapter={ch.slug}",
+            *(str(suite_path(s)) for s in present),
+        ]
+        try:
+            run = subprocess.run(command, cwd=course_config.ROOT, env=env, capture_output=True,
+                                 text=True, timeout=course_config.GRADING.suite_timeout_s)
+            log = run.stdout[-3000:] + run.stderr[-3000:]
+        except subprocess.TimeoutExpired:
+            log = f"the whole suite run exceeded {course_config.GRADING.suite_timeout_s} s"
+        recorded = json.loads(results_file.read_text()) if results_file.exists() else {}
+    for s in present:
+        tests = recorded.get(s)
+        if tests is None:
+            results[s].tests.append(TestResult("hidden suite ran", 0.0, "error",
+                                               f"the judge recorded nothing for {s}:\n{log}"))
+        else:
+            results[s].tests.extend(TestResult(**t) for t in tests)
+    return results
+
+
+# ---------------------------------------------------------------------------------------
+# The pytest plugin (loaded in the judge process with `-p grader.judge`)
+# ---------------------------------------------------------------------------------------
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("grader")
+    group.addoption("--student-source", help="JSON file with the student's code cells")
+    group.addoption("--student-filename", default="<student>", help="name shown in tracebacks")
+    group.addoption("--results", help="where to write the per-test results as JSON")
+    group.addoption("--chapter", help="chapter slug, for its limits")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "points(n): points of this test (default 1)")
+    config.addinivalue_line("markers", "timeout(seconds): wall-time limit of this test")
+    config.addinivalue_line("markers", "needs(device): 'cuda' tests are blocked without a GPU")
+    config.addinivalue_line("markers", "fresh_worker: run in a worker no other test has used")
+    config._grader_records = {}  # suite -> list of TestResult dicts
+
+
+@pytest.fixture(scope="session")
+def _worker_pool(pytestconfig: pytest.Config):
+    ch = course_config.chapter(pytestconfig.getoption("chapter"))
+    pool = WorkerPool(ch.worker_memory_mb, course_config.GRADING.worker_output_bytes,
+                      course_config.GRADING.worker_threads)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def student(request: pytest.FixtureRequest, _worker_pool: WorkerPool):
+    """The student's code, loaded in a fresh worker; the test's clock starts now."""
+    config = request.config
+    ch = course_config.chapter(config.getoption("chapter"))
+    marker = request.node.get_closest_marker("timeout")
+    limit = float(marker.args[0]) if marker else ch.test_timeout_s
+    fresh = request.node.get_closest_marker("fresh_worker") is not None
+    worker = _worker_pool.worker_for(str(request.node.fspath), fresh=fresh)
+    worker.deadline = time.monotonic() + limit
+    cells = json.loads(Path(config.getoption("student_source")).read_text())
+    yield Student(worker, cells, config.getoption("student_filename"))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    marker = item.get_closest_marker("needs")
+    if marker and marker.args[0] == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            pytest.skip("blocked: needs a CUDA GPU, and this machine has none")
+
+
+def _suite_of(item: pytest.Item) -> str:
+    path = Path(str(item.fspath))
+    return f"{path.parent.name}/{path.stem.removeprefix('test_')}"
+
+
+def _describe(item: pytest.Item) -> str:
+    doc = getattr(getattr(item, "function", None), "__doc__", None)
+    name = (doc or item.originalname).strip().splitlines()[0]
+    callspec = getattr(item, "callspec", None)
+    return f"{name} [{callspec.id}]" if callspec else name
+
+
+def _message(exc: BaseException) -> str:
+    """Student-facing text for a failure: never the judge's traceback or test source."""
+    if isinstance(exc, (WorkerTimeout, WorkerCrashed)):
+        return str(exc)
+    if isinstance(exc, StudentError):
+        tail = exc.remote_traceback.strip().splitlines()[-6:]
+        return f"your code raised {exc.remote_type}: {exc}\n" + "\n".join(tail)
+    if isinstance(exc, AssertionError):
+        return str(exc) or "a hidden check failed"
+    if isinstance(exc, RuntimeError) and "grading worker failed to start" in str(exc):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    records = item.config._grader_records.setdefault(_suite_of(item), {})
+    marker = item.get_closest_marker("points")
+    points = float(marker.args[0]) if marker else 1.0
+    previous = records.get(item.nodeid)
+    if previous and previous["status"] != "passed":
+        return  # keep the first failure (e.g. a teardown after a failed call)
+    status, message = "passed", ""
+    if report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        status, message = "blocked", reason.removeprefix("Skipped: ")
+    elif report.failed:
+        exc = call.excinfo.value if call.excinfo else None
+        if isinstance(exc, WorkerTimeout):
+            status = "timeout"
+        elif isinstance(exc, WorkerCrashed):
+            status = "crashed"
+        elif report.when != "call" and not isinstance(exc, StudentError):
+            status = "failed" if isinstance(exc, AssertionError) else "error"
+        else:
+            status = "failed"
+        message = _message(exc) if exc is not None else str(report.longrepr)[-2000:]
+    elif report.when != "call" and previous is not None:
+        return
+    if report.when == "call" or status != "passed":
+        records[item.nodeid] = asdict(TestResult(_describe(item), points, status, message,
+                                                 round(report.duration, 3)))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    path = session.config.getoption("results")
+    if path:
+        records = session.config._grader_records
+        Path(path).write_text(json.dumps({s: list(r.values()) for s, r in records.items()}, indent=1))

@@ -1,0 +1,63 @@
+"""nbgrader preprocessors that make autograde safe.
+
+`SafeExecute` runs the submission in a kernel only so that feedback shows its outputs;
+unlike nbgrader's `Execute`, a kernel that dies (os._exit, a segfault, the OOM killer)
+costs the rest of this notebook's kernel outputs, not the student's whole autograde.
+
+`JudgeCells` is where the scores come from: it hands the sanitized notebook's code to
+the judge (grader/judge.py), which runs the hidden suites in worker processes, and
+writes each test cell's verdict over whatever the kernel printed there.
+"""
+
+from __future__ import annotations
+
+import nbformat
+from nbclient.exceptions import DeadKernelError
+
+import course_config
+from nbgrader.preprocessors import Execute, NbGraderPreprocessor
+
+from grader.judge import run_suites
+from grader.notebook import graded_suites, student_cells, write_result
+
+
+class SafeExecute(Execute):
+    def preprocess(self, nb, resources=None, km=None):
+        self._kernel_died = False
+        self.timeout = course_config.chapter(resources["nbgrader"]["assignment"]).execute_timeout_s
+        try:
+            return super().preprocess(nb, resources, km)
+        except DeadKernelError:  # raised again while shutting the dead kernel down
+            self._kernel_died = True
+            return nb, resources
+
+    def preprocess_cell(self, cell, resources, index):
+        if cell.cell_type != "code":
+            return cell, resources
+        if self._kernel_died:
+            cell.outputs = [nbformat.v4.new_output(
+                "stream", name="stdout", text="(not run: the kernel died in an earlier cell)\n")]
+            return cell, resources
+        try:
+            return super().preprocess_cell(cell, resources, index)
+        except DeadKernelError:
+            self._kernel_died = True
+            self.log.warning("The kernel died in cell %d; grading goes on without it.", index)
+            cell.outputs.append(nbformat.v4.new_output(
+                "error", ename="DeadKernelError", evalue="the kernel died while running this cell",
+                traceback=["The kernel died while running this cell (os._exit, a crash, or memory)."]))
+            return cell, resources
+
+
+class JudgeCells(NbGraderPreprocessor):
+    def preprocess(self, nb, resources):
+        chapter = resources["nbgrader"]["assignment"]
+        suites = graded_suites(nb, chapter)
+        if not suites:
+            return nb, resources
+        name = f"{resources['nbgrader']['notebook']}.ipynb"
+        results = run_suites(student_cells(nb), [s for _, s in suites], chapter=chapter, filename=name)
+        for index, suite in suites:
+            score = write_result(nb.cells[index], results[suite])
+            self.log.info("%s: %s", suite, score)
+        return nb, resources

@@ -1,0 +1,310 @@
+"""The judge's side of a grading worker: start it under limits, talk to it, stop it.
+
+A suite never touches student code directly. It calls `student.some_function(...)`, and
+this module ships the call to a worker process (grader/sandbox/worker.py), waits for the
+answer within the test's wall-time budget, and turns what happened into a value, a
+re-raised student exception, or one of three outcomes the grader reports by name:
+timeout, crashed (the worker died: exit, signal, memory, output limit), or a load error.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from grader.sandbox import wire
+
+WORKER_SCRIPT = Path(__file__).parent / "sandbox" / "worker.py"
+STARTUP_TIMEOUT_S = 120.0  # importing torch on a busy 2-core machine can take a while
+PASSED_ENV = ("PATH", "LANG", "LC_ALL", "TRITON_INTERPRET", "COURSE_SMALL", "CUDA_VISIBLE_DEVICES",
+              "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "PYTHONHASHSEED", "OPENBLAS_CORETYPE",
+              "OPENBLAS_L2_SIZE")
+
+
+class WorkerTimeout(BaseException):
+    """The student's code did not answer within the test's time limit.
+
+    A BaseException so that no `except Exception` in a suite can swallow it."""
+
+
+class WorkerCrashed(BaseException):
+    """The worker process died: the student's code exited, was killed or ran out of memory."""
+
+
+class StudentError(Exception):
+    """An exception raised by the student's code, re-raised in the judge.
+
+    Built-in exception types keep their type (a student's ValueError is caught by
+    `pytest.raises(ValueError)`); the remote traceback is kept for feedback."""
+
+    remote_type = "Exception"
+    remote_traceback = ""
+
+
+_exception_classes: dict[tuple[str, str], type] = {}
+
+
+def _exception_class(type_name: str, module: str) -> type:
+    key = (module, type_name)
+    if key not in _exception_classes:
+        base: type = Exception
+        if module == "builtins":
+            candidate = getattr(__import__("builtins"), type_name, None)
+            if isinstance(candidate, type) and issubclass(candidate, Exception):
+                base = candidate
+        elif module.split(".")[0] in ("llmopt", "course_config"):
+            try:
+                candidate = getattr(__import__(module, fromlist=["_"]), type_name)
+                if isinstance(candidate, type) and issubclass(candidate, Exception):
+                    base = candidate
+            except Exception:
+                pass
+        bases = (StudentError,) if base is Exception else (StudentError, base)
+        _exception_classes[key] = type(f"Student{type_name}", bases, {"remote_type": type_name})
+    return _exception_classes[key]
+
+
+def _limit_resources(memory_mb: int, output_bytes: int) -> None:
+    """Runs in the child between fork and exec: caps that survive into the worker."""
+    os.setsid()  # own process group, so a timeout kills every process the student started
+    limit = memory_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (output_bytes, output_bytes))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+class Worker:
+    """One worker process, serving the tests of one suite file until it fails."""
+
+    def __init__(self, memory_mb: int, output_bytes: int, threads: int = 1):
+        self.scratch = Path(tempfile.mkdtemp(prefix="grader-worker-"))
+        self.output_bytes = output_bytes
+        req_read, self._req_write = os.pipe()
+        self._rep_read, rep_write = os.pipe()
+        env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
+        env.update(HOME=str(self.scratch), MPLBACKEND="Agg", GRADER_WORKER_THREADS=str(threads),
+                   OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+                   PYTHONDONTWRITEBYTECODE="1", PYTHONHASHSEED="0")
+        self.process = subprocess.Popen(
+            [sys.executable, "-I", str(WORKER_SCRIPT), str(req_read), str(rep_write)],
+            cwd=self.scratch, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, pass_fds=(req_read, rep_write),
+            preexec_fn=lambda: _limit_resources(memory_mb, output_bytes),
+        )
+        os.close(req_read)
+        os.close(rep_write)
+        self._requests = os.fdopen(self._req_write, "wb")
+        self._replies = os.fdopen(self._rep_read, "rb")
+        self.deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        self._ready = None  # the worker's hello, read lazily so start-up overlaps other work
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def wait_ready(self) -> None:
+        if self._ready is None:
+            deadline, self.deadline = self.deadline, time.monotonic() + STARTUP_TIMEOUT_S
+            try:
+                self._ready, _ = self._receive(deadline, during="starting")
+            except (WorkerCrashed, WorkerTimeout) as exc:
+                raise RuntimeError(f"the grading worker failed to start: {exc}") from None
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.process.wait()
+        for stream in (self._requests, self._replies):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def student_output(self, limit: int = 2000) -> str:
+        try:
+            text = (self.scratch / "student_output.txt").read_text(errors="replace")
+        except OSError:
+            return ""
+        return text[-limit:]
+
+    # -- requests ----------------------------------------------------------------------
+
+    def request(self, document: dict, tensors: dict | None = None, *, during: str) -> Any:
+        """Send one request and return the decoded value, within the test's deadline."""
+        self.wait_ready()
+        try:
+            wire.send(self._requests, document, tensors)
+        except (BrokenPipeError, OSError):
+            raise self._crashed(during) from None
+        reply, reply_tensors = self._receive(self.deadline, during=during)
+        if "error" in reply:
+            err = reply["error"]
+            cls = _exception_class(err.get("type", "Exception"), err.get("module", ""))
+            exc = cls(err.get("message", ""))
+            exc.remote_traceback = err.get("traceback", "")
+            raise exc
+        return wire.decode(reply["value"], reply_tensors, lambda n, t: RemoteRef(self, {"handle": n}, t))
+
+    def _receive(self, deadline: float, *, during: str) -> tuple[dict, dict]:
+        box: dict = {}
+
+        def read() -> None:
+            try:
+                box["message"] = wire.recv(self._replies)
+            except BaseException as exc:  # EOF, malformed frame
+                box["error"] = exc
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        reader.join(max(0.0, deadline - time.monotonic()))
+        if reader.is_alive():
+            self.stop()  # closes the pipe, which ends the reader
+            reader.join()
+            raise WorkerTimeout(f"no answer within the time limit while {during}")
+        if "error" in box:
+            if isinstance(box["error"], wire.WireError):
+                self.stop()
+                raise WorkerCrashed(f"the worker sent a malformed reply while {during}")
+            raise self._crashed(during)
+        return box["message"]
+
+    def _crashed(self, during: str) -> WorkerCrashed:
+        try:
+            code = self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            code = None
+        output = self.student_output()
+        self.stop()
+        if code is None:
+            why = "closed its connection"
+        elif code < 0 and -code == signal.SIGXFSZ:
+            why = f"printed more than {self.output_bytes} bytes (the output limit)"
+        elif code < 0:
+            why = f"was killed by signal {signal.Signals(-code).name}"
+            if -code in (signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS):
+                why += " (often: out of memory under the grader's memory limit)"
+        else:
+            why = f"exited with status {code} (sys.exit or os._exit in your code?)"
+        tail = f"\n--- last output of your code ---\n{output}" if output.strip() else ""
+        return WorkerCrashed(f"your code's process {why} while {during}{tail}")
+
+
+class RemoteRef:
+    """A name in the student's code (or an object living in the worker), used like the
+    object itself: `ref(...)` calls it, `ref.attr` names an attribute, `ref.value()`
+    fetches it as data."""
+
+    __slots__ = ("_worker", "_target", "_type")
+
+    def __init__(self, worker: Worker, target: dict, type_name: str = "object"):
+        self._worker, self._target, self._type = worker, target, type_name
+
+    def __getattr__(self, name: str) -> "RemoteRef":
+        if name.startswith("__"):
+            raise AttributeError(name)
+        path = [*self._target.get("path", []), name]
+        return RemoteRef(self._worker, {**self._target, "path": path})
+
+    def _describe(self) -> str:
+        base = self._target.get("global") or self._type
+        return ".".join([base, *self._target.get("path", [])])
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._call(args, kwargs, repeat=1)
+
+    def _call(self, args: tuple, kwargs: dict, repeat: int, sync: bool = False) -> Any:
+        encoded, tensors = wire.encode([list(args), kwargs], _handle_of(self._worker))
+        return self._worker.request(
+            {"op": "call", "target": self._target, "args": encoded[0], "kwargs": encoded[1],
+             "repeat": repeat, "sync": sync},
+            tensors, during=f"running {self._describe()}(...)")
+
+    def repeat(self, n: int, *args: Any, **kwargs: Any) -> float:
+        """Call n times inside the worker; return the judge-measured seconds per call."""
+        start = time.perf_counter()
+        self._call(args, kwargs, repeat=n, sync=True)
+        return (time.perf_counter() - start) / n
+
+    def value(self) -> Any:
+        return self._worker.request({"op": "get", "target": self._target},
+                                    during=f"reading {self._describe()}")
+
+    def __repr__(self) -> str:
+        return f"<student {self._describe()}>"
+
+
+def _handle_of(worker: Worker):
+    def handle_for(obj: Any) -> int:
+        if isinstance(obj, RemoteRef) and obj._worker is worker:
+            if "global" in obj._target or obj._target.get("path"):
+                obj = obj.value()
+                if not isinstance(obj, RemoteRef):
+                    raise TypeError("a plain value cannot be passed as a handle")
+            return obj._target["handle"]
+        raise TypeError(f"cannot send a {type(obj).__name__} to the student's code")
+
+    return handle_for
+
+
+class Student:
+    """The `student` fixture: the student's notebook, loaded in a fresh worker."""
+
+    def __init__(self, worker: Worker, cells: list[dict], filename: str):
+        self._worker = worker
+        self._worker.request({"op": "load", "cells": cells, "filename": filename},
+                             during="loading your notebook's code")
+
+    def __getattr__(self, name: str) -> RemoteRef:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return RemoteRef(self._worker, {"global": name})
+
+    def library(self, name: str) -> RemoteRef:
+        """A course-library object inside the worker, e.g. "llmopt.engine:generate"."""
+        return self._worker.request({"op": "library", "name": name}, during=f"importing {name}")
+
+    def output(self) -> str:
+        """What the student's code has printed so far (the tail)."""
+        return self._worker.student_output()
+
+
+class WorkerPool:
+    """Hands each test a worker: the one of its suite file while that worker is healthy,
+    else a fresh one (after a timeout or crash, for a new file, or when a test asks with
+    `fresh=True`). A spare is always starting in the background, so a test rarely waits
+    for the worker's imports."""
+
+    def __init__(self, memory_mb: int, output_bytes: int, threads: int = 1):
+        self._args = (memory_mb, output_bytes, threads)
+        self._spare: Worker | None = None
+        self._current: tuple[str, Worker] | None = None
+
+    def worker_for(self, group: str, fresh: bool = False) -> Worker:
+        if self._current is not None:
+            current_group, worker = self._current
+            if current_group == group and not fresh and worker.process.poll() is None:
+                return worker
+            worker.stop()
+        worker = self._spare or Worker(*self._args)
+        self._spare = None
+        worker.wait_ready()
+        self._spare = Worker(*self._args)
+        self._current = (group, worker)
+        return worker
+
+    def close(self) -> None:
+        for worker in (self._spare, self._current[1] if self._current else None):
+            if worker is not None:
+                worker.stop()
+        self._spare = self._current = None
