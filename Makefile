@@ -25,3 +25,9 @@ setup: .venv/.installed
 lock: setup
 	$(PY) -m pip install -q -r environment/requirements.in
 	$(PY) -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' > environment/requirements.txt
+
+# Retrain the tokenizer and both course models from this interpreter's standard library,
+# offline, and rewrite their model cards (models/train.py). Phony: models/ is a folder.
+.PHONY: models
+models: setup
+	$(PY) models/train.py

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+import course_config
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers reads it: belt and braces
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -19,7 +21,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel  #
 from transformers import PreTrainedTokenizerBase  # noqa: E402
 
 DEFAULT_MODEL = "course-lm"
-REBUILD_HINT = "Rebuild the course models with `make models` (about 25 minutes on 2 CPU cores)."
+TRAINED_BY_THE_COURSE = ("course-lm", "course-lm-draft")  # what models/train.py builds
+REBUILD_HINT = "Rebuild the course models with `make models` (runs models/train.py, offline)."
 
 
 class ModelNotFoundError(OSError):
@@ -28,7 +31,6 @@ class ModelNotFoundError(OSError):
 
 def model_path(name: str = DEFAULT_MODEL) -> str:
     """The directory or hub id that `name` stands for (see `course_config.MODELS`)."""
-    import course_config
     return str(course_config.MODELS.get(name, name))
 
 
@@ -39,8 +41,10 @@ def _is_local(location: str) -> bool:
 
 
 def _hint(location: str) -> str:
-    import course_config
-    if Path(location).expanduser().resolve().is_relative_to(Path(course_config.MODELS_DIR).resolve()):
+    """How to get the model back: retrain it if the course builds it, else download it."""
+    path = Path(location).expanduser().resolve()
+    if (path.name in TRAINED_BY_THE_COURSE
+            or path.is_relative_to(Path(course_config.MODELS_DIR).resolve())):
         return REBUILD_HINT
     return ("Download it on a machine that reaches the hub (`huggingface-cli download ...`) "
             "or point `course_config.MODELS` at a local copy; the course never downloads.")

@@ -1,0 +1,128 @@
+"""The course engine reproduces `transformers`: logits to 1e-4, greedy tokens exactly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from llmopt.engine import Engine, KVView, causal_attention
+
+PROMPTS = [
+    "import os\n",
+    "def __init__(self, name, value=None):\n        self.",
+    "class Queue:\n    \"\"\"A FIFO queue.\"\"\"\n\n    def put(self, item",
+    "    for index, line in enumerate(lines):\n        if",
+    "try:\n    import _thread\nexcept ImportError:\n",
+]
+MODELS = ("course-lm", "course-lm-draft")
+
+
+def positions_of(attention_mask: torch.Tensor) -> torch.Tensor:
+    return (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, -1)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_logits_match_transformers(course_models, tokenizer, name):
+    model = course_models[name]
+    batch = tokenizer(PROMPTS, return_tensors="pt", padding=True)  # left-padded
+    with torch.no_grad():
+        expected = model(**batch).logits  # (B, T, V)
+    got = Engine.from_model(model).forward(batch.input_ids, positions_of(batch.attention_mask))
+    real = batch.attention_mask.bool()  # padding positions produce nothing anyone reads
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got[real], expected[real], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("prompt", PROMPTS)
+def test_greedy_tokens_match_generate_batch_1(course_models, tokenizer, name, prompt):
+    model = course_models[name]
+    batch = tokenizer(prompt, return_tensors="pt")
+    expected = model.generate(**batch, do_sample=False, max_new_tokens=24)
+    got = Engine.from_model(model).generate(batch.input_ids, batch.attention_mask, 24)
+    assert got.tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_greedy_tokens_match_generate_left_padded_batch(course_models, tokenizer, name):
+    model = course_models[name]
+    batch = tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    expected = model.generate(**batch, do_sample=False, max_new_tokens=24)
+    got = Engine.from_model(model).generate(batch.input_ids, batch.attention_mask, 24)
+    assert got.tolist() == expected.tolist()
+
+
+def test_sequences_that_end_are_padded_and_decoding_stops(course_models, tokenizer):
+    """Make a token the model is sure to emit early act as EOS, in one row only."""
+    model = course_models["course-lm"]
+    batch = tokenizer(PROMPTS[:3], return_tensors="pt", padding=True)
+    free_run = model.generate(**batch, do_sample=False, max_new_tokens=8)
+    stop_token = int(free_run[0, batch.input_ids.shape[1] + 2])  # row 0's third new token
+    expected = model.generate(**batch, do_sample=False, max_new_tokens=8,
+                              eos_token_id=stop_token, pad_token_id=tokenizer.pad_token_id)
+    engine = Engine(Engine.from_model(model).weights, eos_token_id=stop_token,
+                    pad_token_id=tokenizer.pad_token_id)
+    got = engine.generate(batch.input_ids, batch.attention_mask, 8)
+    assert got.tolist() == expected.tolist()
+    assert (got[0, batch.input_ids.shape[1] + 3:] == tokenizer.pad_token_id).all()
+
+
+class AppendOnlyCache:
+    """The simplest `KVCache`: concatenate each step's keys and values (test double)."""
+
+    def __init__(self):
+        self.layers: dict[int, KVView] = {}
+
+    def update(self, layer, keys, values, positions):
+        if layer in self.layers:
+            past = self.layers[layer]
+            keys = torch.cat([past.keys, keys], dim=2)
+            values = torch.cat([past.values, values], dim=2)
+            positions = torch.cat([past.positions, positions], dim=1)
+        self.layers[layer] = KVView(keys, values, positions)
+        return self.layers[layer]
+
+
+def test_a_plugged_in_cache_gives_the_same_tokens(course_models, tokenizer):
+    model = course_models["course-lm"]
+    batch = tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    engine = Engine.from_model(model)
+    without_cache = engine.generate(batch.input_ids, batch.attention_mask, 16)
+    with_cache = engine.generate(batch.input_ids, batch.attention_mask, 16,
+                                 kv_cache=AppendOnlyCache())
+    assert with_cache.tolist() == without_cache.tolist()
+
+
+def test_a_plugged_in_attention_is_the_one_called(course_models, tokenizer):
+    calls = []
+
+    def sdpa_attention(query, keys, values, query_positions, key_positions):
+        calls.append(query.shape)
+        visible = ((key_positions[:, None, :] >= 0)
+                   & (key_positions[:, None, :] <= query_positions[:, :, None]))
+        return torch.nn.functional.scaled_dot_product_attention(
+            query, keys, values, attn_mask=visible[:, None], enable_gqa=True)
+
+    model = course_models["course-lm"]
+    batch = tokenizer(PROMPTS[:1], return_tensors="pt")
+    positions = positions_of(batch.attention_mask)
+    reference = Engine.from_model(model).forward(batch.input_ids, positions)
+    plugged = Engine.from_model(model, attention=sdpa_attention).forward(batch.input_ids,
+                                                                         positions)
+    assert len(calls) == model.config.num_hidden_layers
+    torch.testing.assert_close(plugged, reference, atol=1e-4, rtol=0)
+
+
+def test_causal_attention_never_returns_nan_for_rows_that_see_nothing():
+    query = torch.randn(1, 4, 3, 8)
+    keys, values = torch.randn(1, 2, 3, 8), torch.randn(1, 2, 3, 8)
+    positions = torch.tensor([[-1, 0, 1]])  # the first slot is padding
+    out = causal_attention(query, keys, values, positions, positions)
+    assert torch.isfinite(out).all()
+
+
+def test_engine_shares_the_model_weights(course_models):
+    model = course_models["course-lm"]
+    weights = Engine.from_model(model).weights
+    assert weights.embed_tokens.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    assert weights.lm_head.data_ptr() == weights.embed_tokens.data_ptr()  # tied
