@@ -31,3 +31,34 @@ lock: setup
 .PHONY: models
 models: setup
 	$(PY) models/train.py
+
+# ---- the course --------------------------------------------------------------------
+
+# Notebooks from their text twins (source/<chapter>/*.py), then nbgrader's release/.
+release: setup
+	$(PY) -m grader build
+
+# Executed reference notebooks, hidden tests removed (solutions/<chapter>/).
+solutions: release
+	$(PY) -m grader solutions
+
+# The main job: build everything, then grade the demo class and print its table.
+course: setup release solutions
+	$(PY) -m grader demo
+
+# Everything CI checks; COURSE_SMALL=1 shrinks notebook workloads, -n 2 uses both cores.
+test: setup
+	COURSE_SMALL=1 $(PY) -m pytest -n 2 --dist loadfile --nbval-lax --nbval-current-env \
+		--nbval-cell-timeout=600 tests solutions
+
+# Students: JupyterLab on the release notebooks.
+lab: setup
+	.venv/bin/jupyter lab --notebook-dir=release
+
+# Instructors: autograde one chapter of the real course, e.g. `make grade CHAPTER=ch01`.
+grade: setup
+	$(PY) -m grader autograde $(CHAPTER)
+	$(PY) -m grader report
+
+clean:
+	rm -rf build gradebook.db autograded feedback submitted

@@ -34,8 +34,8 @@ class Chapter:
 
 CHAPTERS: tuple[Chapter, ...] = (
     Chapter(1, "ch01_why_optimize", "Why Optimize Inference", "动机：推理优化的商业价值",
-            notebooks=("ch01_why_optimize",), execute_timeout_s=30, worker_memory_mb=3072,
-            test_timeout_s=5.0),
+            notebooks=("ch01_why_optimize",), execute_timeout_s=20, worker_memory_mb=3072,
+            test_timeout_s=2.0),
     Chapter(2, "ch02_landscape", "The Landscape and the 2025 Trends", "技术全景与2025趋势"),
     Chapter(3, "ch03_gpu_fundamentals", "GPU Fundamentals", "GPU架构原理"),
     Chapter(4, "ch04_environment", "The Environment: Docker, vLLM, CUDA", "环境搭建（Docker、vLLM、CUDA）"),

@@ -16,7 +16,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -143,9 +142,8 @@ def student(request: pytest.FixtureRequest, _worker_pool: WorkerPool):
     limit = float(marker.args[0]) if marker else ch.test_timeout_s
     fresh = request.node.get_closest_marker("fresh_worker") is not None
     worker = _worker_pool.worker_for(str(request.node.fspath), fresh=fresh)
-    worker.deadline = time.monotonic() + limit
     cells = json.loads(Path(config.getoption("student_source")).read_text())
-    yield Student(worker, cells, config.getoption("student_filename"))
+    yield Student(worker, cells, config.getoption("student_filename"), limit)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -167,6 +165,23 @@ def _describe(item: pytest.Item) -> str:
     name = (doc or item.originalname).strip().splitlines()[0]
     callspec = getattr(item, "callspec", None)
     return f"{name} [{callspec.id}]" if callspec else name
+
+
+def _worker_failure(exc: BaseException | None) -> BaseException | None:
+    """The WorkerTimeout or WorkerCrashed behind `exc`, also when a library (hypothesis,
+    an exception group) wrapped it."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (WorkerTimeout, WorkerCrashed)):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                found = _worker_failure(inner)
+                if found is not None:
+                    return found
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _message(exc: BaseException) -> str:
@@ -199,6 +214,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         status, message = "blocked", reason.removeprefix("Skipped: ")
     elif report.failed:
         exc = call.excinfo.value if call.excinfo else None
+        exc = _worker_failure(exc) or exc
         if isinstance(exc, WorkerTimeout):
             status = "timeout"
         elif isinstance(exc, WorkerCrashed):

@@ -2,7 +2,9 @@
 
 `SafeExecute` runs the submission in a kernel only so that feedback shows its outputs;
 unlike nbgrader's `Execute`, a kernel that dies (os._exit, a segfault, the OOM killer)
-costs the rest of this notebook's kernel outputs, not the student's whole autograde.
+costs the rest of this notebook's kernel outputs, not the student's whole autograde, and
+after one cell times out the rest are not run (they would most likely hang as well:
+one timeout per submission, not one per cell).
 
 `JudgeCells` is where the scores come from: it hands the sanitized notebook's code to
 the judge (grader/judge.py), which runs the hidden suites in worker processes, and
@@ -23,30 +25,33 @@ from grader.notebook import graded_suites, student_cells, write_result
 
 class SafeExecute(Execute):
     def preprocess(self, nb, resources=None, km=None):
-        self._kernel_died = False
-        self.timeout = course_config.chapter(resources["nbgrader"]["assignment"]).execute_timeout_s
+        self._stopped = ""
+        self._cell_timeout = course_config.chapter(resources["nbgrader"]["assignment"]).execute_timeout_s
         try:
             return super().preprocess(nb, resources, km)
         except DeadKernelError:  # raised again while shutting the dead kernel down
-            self._kernel_died = True
             return nb, resources
 
     def preprocess_cell(self, cell, resources, index):
         if cell.cell_type != "code":
             return cell, resources
-        if self._kernel_died:
+        if self._stopped:
             cell.outputs = [nbformat.v4.new_output(
-                "stream", name="stdout", text="(not run: the kernel died in an earlier cell)\n")]
+                "stream", name="stdout", text=f"(not run: {self._stopped})\n")]
             return cell, resources
+        self.timeout = self._cell_timeout  # the chapter's limit (set here: preprocess re-inits traits)
         try:
-            return super().preprocess_cell(cell, resources, index)
+            cell, resources = super().preprocess_cell(cell, resources, index)
         except DeadKernelError:
-            self._kernel_died = True
+            self._stopped = "the kernel died in an earlier cell"
             self.log.warning("The kernel died in cell %d; grading goes on without it.", index)
             cell.outputs.append(nbformat.v4.new_output(
                 "error", ename="DeadKernelError", evalue="the kernel died while running this cell",
                 traceback=["The kernel died while running this cell (os._exit, a crash, or memory)."]))
             return cell, resources
+        if any(o.get("ename") == "CellTimeoutError" for o in cell.outputs):
+            self._stopped = f"an earlier cell ran past the {self.timeout} s limit"
+        return cell, resources
 
 
 class JudgeCells(NbGraderPreprocessor):

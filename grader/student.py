@@ -24,19 +24,19 @@ from typing import Any
 from grader.sandbox import wire
 
 WORKER_SCRIPT = Path(__file__).parent / "sandbox" / "worker.py"
+OUTPUT_LIMIT_EXIT = 125  # the worker's exit status when the student's prints hit the limit
 STARTUP_TIMEOUT_S = 120.0  # importing torch on a busy 2-core machine can take a while
+LOAD_TIMEOUT_S = 120.0  # running the student's cells (imports, model loading) before a test
 PASSED_ENV = ("PATH", "LANG", "LC_ALL", "TRITON_INTERPRET", "COURSE_SMALL", "CUDA_VISIBLE_DEVICES",
               "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "PYTHONHASHSEED", "OPENBLAS_CORETYPE",
               "OPENBLAS_L2_SIZE")
 
 
-class WorkerTimeout(BaseException):
-    """The student's code did not answer within the test's time limit.
-
-    A BaseException so that no `except Exception` in a suite can swallow it."""
+class WorkerTimeout(Exception):
+    """The student's code did not answer within the test's time limit."""
 
 
-class WorkerCrashed(BaseException):
+class WorkerCrashed(Exception):
     """The worker process died: the student's code exited, was killed or ran out of memory."""
 
 
@@ -188,7 +188,7 @@ class Worker:
         self.stop()
         if code is None:
             why = "closed its connection"
-        elif code < 0 and -code == signal.SIGXFSZ:
+        elif code == OUTPUT_LIMIT_EXIT or (code < 0 and -code == signal.SIGXFSZ):
             why = f"printed more than {self.output_bytes} bytes (the output limit)"
         elif code < 0:
             why = f"was killed by signal {signal.Signals(-code).name}"
@@ -260,10 +260,13 @@ def _handle_of(worker: Worker):
 class Student:
     """The `student` fixture: the student's notebook, loaded in a fresh worker."""
 
-    def __init__(self, worker: Worker, cells: list[dict], filename: str):
+    def __init__(self, worker: Worker, cells: list[dict], filename: str, time_limit_s: float):
+        """Load the cells (within LOAD_TIMEOUT_S), then start the test's own clock."""
         self._worker = worker
-        self._worker.request({"op": "load", "cells": cells, "filename": filename},
-                             during="loading your notebook's code")
+        worker.deadline = time.monotonic() + LOAD_TIMEOUT_S
+        worker.request({"op": "load", "cells": cells, "filename": filename},
+                       during="loading your notebook's code")
+        worker.deadline = time.monotonic() + time_limit_s
 
     def __getattr__(self, name: str) -> RemoteRef:
         if name.startswith("_"):

@@ -14,6 +14,7 @@ where ref = {"global": name} | {"handle": n}, plus "path": [attribute names].
 Replies: {"value": ...} or {"error": {"type", "module", "message", "traceback"}}.
 """
 
+import errno
 import os
 import sys
 import traceback
@@ -25,6 +26,11 @@ import wire  # noqa: E402
 del sys.path[0]
 
 REQUESTS_FD, REPLIES_FD = int(sys.argv[1]), int(sys.argv[2])
+OUTPUT_LIMIT_EXIT = 125  # the student's prints hit RLIMIT_FSIZE (Python ignores SIGXFSZ)
+
+
+def _over_output_limit(exc: BaseException | None) -> bool:
+    return isinstance(exc, OSError) and exc.errno == errno.EFBIG
 
 
 def main() -> None:
@@ -108,6 +114,8 @@ def main() -> None:
         except BaseException as exc:  # report everything, SystemExit included
             if isinstance(exc, KeyboardInterrupt):
                 raise
+            if _over_output_limit(exc):
+                os._exit(OUTPUT_LIMIT_EXIT)
             tb = exc.__traceback__
             while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
                 tb = tb.tb_next  # show the student's frames, not the worker's
@@ -118,8 +126,11 @@ def main() -> None:
                 "traceback": "".join(traceback.format_exception(type(exc), exc, tb))[-8000:],
             }}
             out_tensors = {}
-        sys.stdout.flush()
-        sys.stderr.flush()
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except OSError:
+            os._exit(OUTPUT_LIMIT_EXIT)
         try:
             wire.send(replies, reply, out_tensors)
         except TypeError as exc:  # the value held something the wire cannot carry

@@ -1,0 +1,115 @@
+"""The demo class: five submissions that exercise every path of the grader.
+
+  reference         the reference solution                 -> full marks
+  untouched         the release notebook as handed out     -> zero, no crash
+  partly_wrong      one function replaced by a control     -> partial marks
+  never_returns     a graded function loops forever        -> zero on its tests only
+  exits_at_import   os._exit() when its code is loaded     -> zero, nothing else harmed
+
+`make course` grades it in build/demo_course and prints the table; the end-to-end test
+grades it in a temporary directory and asserts the scores.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import nbformat
+
+import course_config
+from course_config import ROOT
+from grader.course import nbgrader, scratch_course
+
+SOLUTION_MARKER = re.compile(r"^\s*### (BEGIN|END) SOLUTION\s*$")
+CONTROLS_DIR = ROOT / "grader" / "suites"
+
+NEVER_RETURNS = '''
+def {name}(*args, **kwargs):
+    while True:  # a graded function that never returns
+        pass
+'''
+EXITS_AT_IMPORT = "import os\nos._exit(3)  # leaves as soon as the code is loaded\n"
+
+# Which function each chapter's demo breaks, and which control is its partly wrong student.
+DEMO_TARGETS = {
+    "ch01_why_optimize": {"never_returns": "cost_per_million_tokens",
+                          "partly_wrong": "cost_ignores_utilization"},
+}
+
+
+def solution_sources(source_nb) -> dict[str, str]:
+    """grade_id -> the reference code of each solution cell, solution markers removed."""
+    out = {}
+    for cell in source_nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("solution") and cell.cell_type == "code":
+            lines = [ln for ln in cell.source.splitlines() if not SOLUTION_MARKER.match(ln)]
+            out[meta["grade_id"]] = "\n".join(lines)
+    return out
+
+
+def solved(release_nb, source_nb):
+    """The release notebook with every solution cell filled in as the reference does."""
+    nb = copy.deepcopy(release_nb)
+    sources = solution_sources(source_nb)
+    for cell in nb.cells:
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if grade_id in sources:
+            cell.source = sources[grade_id]
+    return nb
+
+
+def with_code(nb, code: str, *, first: bool = False):
+    """Append `code` to the last solution cell (it overrides earlier definitions), or
+    prepend it to the first one."""
+    nb = copy.deepcopy(nb)
+    cells = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("solution")]
+    cell = cells[0] if first else cells[-1]
+    cell.source = code + "\n" + cell.source if first else cell.source + "\n\n" + code
+    return nb
+
+
+def control_path(chapter: str, control: str) -> Path:
+    return CONTROLS_DIR / chapter / "controls" / f"{control}.py"
+
+
+def controls(chapter: str) -> list[str]:
+    return sorted(p.stem for p in (CONTROLS_DIR / chapter / "controls").glob("*.py"))
+
+
+def demo_submissions(chapter: course_config.Chapter, course_dir: Path) -> dict[str, dict]:
+    """student id -> {notebook name: notebook} for one chapter."""
+    targets = DEMO_TARGETS[chapter.slug]
+    students: dict[str, dict] = {s: {} for s in
+                                 ("reference", "untouched", "partly_wrong", "never_returns", "exits_at_import")}
+    for name in chapter.notebooks:
+        release_nb = nbformat.read(course_dir / "release" / chapter.slug / f"{name}.ipynb", as_version=4)
+        source_nb = nbformat.read(ROOT / "source" / chapter.slug / f"{name}.ipynb", as_version=4)
+        reference = solved(release_nb, source_nb)
+        students["reference"][name] = reference
+        students["untouched"][name] = release_nb
+        students["partly_wrong"][name] = with_code(
+            reference, control_path(chapter.slug, targets["partly_wrong"]).read_text())
+        students["never_returns"][name] = with_code(
+            reference, NEVER_RETURNS.format(name=targets["never_returns"]))
+        students["exits_at_import"][name] = with_code(reference, EXITS_AT_IMPORT, first=True)
+    return students
+
+
+def grade_demo_class(course_dir: Path) -> list[dict]:
+    """Build a scratch course, submit the demo class, autograde it, return the table."""
+    from grader.report import class_table
+
+    scratch_course(course_dir)
+    for ch in course_config.ACTIVE_CHAPTERS:
+        for student, notebooks in demo_submissions(ch, course_dir).items():
+            folder = course_dir / "submitted" / student / ch.slug
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "timestamp.txt").write_text("2026-11-25 09:00:00.000000 UTC\n")
+            for name, nb in notebooks.items():
+                nbformat.write(nb, folder / f"{name}.ipynb")
+        nbgrader("autograde", ch.slug, "--force", course_dir=course_dir)
+        nbgrader("generate_feedback", ch.slug, "--force", course_dir=course_dir)
+    return class_table(course_dir)
