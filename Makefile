@@ -8,7 +8,6 @@ export PYTHONPATH := $(CURDIR)
 export PYTHONHASHSEED := 0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
-export MPLBACKEND := Agg
 
 .PHONY: setup lock notebooks release solutions course test lab grade clean
 

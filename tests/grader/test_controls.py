@@ -1,0 +1,51 @@
+"""Every hidden suite is proven twice: the reference solution gets full marks, and each
+negative control (a deliberately wrong implementation) gets less."""
+
+import nbformat
+import pytest
+
+import course_config
+from course_config import ROOT
+from grader.demo import control_path, controls, with_code
+from grader.judge import run_suites
+from grader.notebook import graded_suites, student_cells
+
+CASES = [(ch, nb) for ch in course_config.ACTIVE_CHAPTERS for nb in ch.notebooks]
+
+
+def reference(chapter, notebook):
+    return nbformat.read(ROOT / "source" / chapter.slug / f"{notebook}.ipynb", as_version=4)
+
+
+def grade(nb, chapter):
+    suites = [s for _, s in graded_suites(nb, chapter.slug)]
+    assert suites, f"{chapter.slug} has no graded cells with hidden suites"
+    return run_suites(student_cells(nb), suites, chapter=chapter.slug)
+
+
+@pytest.mark.parametrize("chapter, notebook", CASES, ids=[f"{c.slug}/{n}" for c, n in CASES])
+def test_reference_gets_full_marks(chapter, notebook):
+    results = grade(reference(chapter, notebook), chapter)
+    for suite, result in results.items():
+        bad = [(t.name, t.status, t.message) for t in result.tests if t.status not in ("passed", "blocked")]
+        assert not bad, f"{suite}: the reference solution fails {bad}"
+        assert result.fraction == 1.0
+
+
+CONTROLS = [(ch, c) for ch in course_config.ACTIVE_CHAPTERS for c in controls(ch.slug)]
+
+
+def test_each_chapter_has_at_least_three_controls():
+    for ch in course_config.ACTIVE_CHAPTERS:
+        assert len(controls(ch.slug)) >= 3, f"{ch.slug} needs at least 3 negative controls"
+
+
+@pytest.mark.parametrize("chapter, control", CONTROLS, ids=[f"{c.slug}/{k}" for c, k in CONTROLS])
+def test_negative_control_gets_less_than_full_marks(chapter, control):
+    code = control_path(chapter.slug, control).read_text()
+    earned = available = 0.0
+    for notebook in chapter.notebooks:
+        results = grade(with_code(reference(chapter, notebook), code), chapter)
+        earned += sum(r.earned for r in results.values())
+        available += sum(r.available for r in results.values())
+    assert earned < available, f"control {control} ({code.splitlines()[0]}) got full marks"

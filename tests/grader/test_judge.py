@@ -1,0 +1,89 @@
+"""The judge's verdicts: every status, points, and messages that never show test code."""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import course_config
+from grader.judge import run_suites
+
+SYNTHETIC_SUITE = '''
+import pytest
+
+@pytest.mark.points(2)
+def test_passes(student):
+    """a passing test"""
+    assert student.double(2) == 4, "double(2) should be 4"
+
+def test_fails(student):
+    """a failing test"""
+    secret_expected_value = 5
+    assert student.double(2) == secret_expected_value, "double(2) is not what the judge wanted"
+
+@pytest.mark.timeout(0.5)
+def test_times_out(student):
+    """a hanging call"""
+    student.spin()
+
+def test_crashes(student):
+    """an exiting call"""
+    student.leave()
+
+def test_after_the_crash(student):
+    """a test after a crash gets a fresh worker"""
+    assert student.double(5) == 10, "double(5) should be 10"
+
+@pytest.mark.needs("cuda")
+def test_gpu_only(student):
+    """a GPU-only test"""
+    assert False, "unreachable without a GPU"
+'''
+
+STUDENT = """
+import os
+def double(x):
+    return 2 * x
+def spin():
+    while True:
+        pass
+def leave():
+    os._exit(4)
+"""
+
+
+def test_every_status_from_one_suite(tmp_path):
+    suite = tmp_path / "test_synthetic.py"
+    suite.write_text(SYNTHETIC_SUITE)
+    cells = tmp_path / "cells.json"
+    cells.write_text(json.dumps([{"name": "'cell'", "source": STUDENT}]))
+    results = tmp_path / "results.json"
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "grader.judge", "-p", "no:cacheprovider",
+                    "--assert=plain", "-o", "addopts=", f"--student-source={cells}", f"--results={results}",
+                    "--chapter=ch01_why_optimize", str(suite)], cwd=course_config.ROOT, capture_output=True)
+    tests = {t["name"]: t for t in json.loads(results.read_text())[f"{tmp_path.name}/synthetic"]}
+    statuses = {name: t["status"] for name, t in tests.items()}
+    gpu = "passed" if __import__("torch").cuda.is_available() else "blocked"
+    assert statuses == {"a passing test": "passed", "a failing test": "failed", "a hanging call": "timeout",
+                        "an exiting call": "crashed", "a test after a crash gets a fresh worker": "passed",
+                        "a GPU-only test": gpu if gpu == "blocked" else "failed"}
+    assert tests["a passing test"]["points"] == 2
+    failed = tests["a failing test"]["message"]
+    assert failed == "double(2) is not what the judge wanted", "only the message, never the test's source"
+    assert "secret_expected_value" not in json.dumps(tests)
+    assert "exited with status 4" in tests["an exiting call"]["message"]
+
+
+def test_run_suites_scores_reference_behaviour_and_reports_missing_suites():
+    cells = [{"name": "'x'", "source": "def compound_efficiency(f):\n    raise NotImplementedError\n"}]
+    results = run_suites(cells, ["ch01_why_optimize/compounding", "ch01_why_optimize/no_such_cell"],
+                         chapter="ch01")
+    compounding = results["ch01_why_optimize/compounding"]
+    assert compounding.earned == 0 and compounding.available > 0
+    assert all(t.status == "failed" for t in compounding.tests)
+    assert any("NotImplementedError" in t.message for t in compounding.tests)
+    missing = results["ch01_why_optimize/no_such_cell"].tests
+    assert [t.status for t in missing] == ["error"]

@@ -1,0 +1,111 @@
+"""The committed notebooks are what the build makes of their sources, and the release
+notebooks hold nothing a student must not see (property P1, secrecy)."""
+
+import json
+import re
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+import course_config
+from course_config import ROOT
+from grader.course import notebook_from_twin
+
+NOTEBOOKS = [(ch, nb) for ch in course_config.ACTIVE_CHAPTERS for nb in ch.notebooks]
+IDS = [f"{c.slug}/{n}" for c, n in NOTEBOOKS]
+
+
+@pytest.mark.parametrize("chapter, notebook", NOTEBOOKS, ids=IDS)
+def test_source_notebook_is_built_from_its_twin(chapter, notebook):
+    committed = nbformat.read(ROOT / "source" / chapter.slug / f"{notebook}.ipynb", as_version=4)
+    assert committed == notebook_from_twin(chapter, notebook), (
+        f"source/{chapter.slug}/{notebook}.ipynb is stale: run `make release`")
+
+
+@pytest.mark.parametrize("chapter, notebook", NOTEBOOKS, ids=IDS)
+def test_every_chapter_and_section_has_its_chinese_title(chapter, notebook):
+    nb = nbformat.read(ROOT / "source" / chapter.slug / f"{notebook}.ipynb", as_version=4)
+    headings = [ln for c in nb.cells if c.cell_type == "markdown" for ln in c.source.splitlines()
+                if ln.startswith("## ") or ln.startswith("# ")]
+    assert chapter.title_zh in nb.cells[0].source, "the first cell carries the book's chapter title"
+    for heading in headings:
+        if heading.startswith("## "):
+            has_zh = re.search(r"[\u4e00-\u9fff]", heading)
+            follows = any(re.search(r"[\u4e00-\u9fff]", ln) for c in nb.cells for i, ln in
+                          enumerate(c.source.splitlines()) if c.source.splitlines()[i - 1:i] == [heading])
+            assert has_zh or follows, f"section {heading!r} needs its Chinese title (in it or just below)"
+
+
+@pytest.mark.parametrize("chapter, notebook", NOTEBOOKS, ids=IDS)
+def test_graded_cells_name_their_suites_and_suites_have_cells(chapter, notebook):
+    nb = nbformat.read(ROOT / "source" / chapter.slug / f"{notebook}.ipynb", as_version=4)
+    graded = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade") and c.cell_type == "code"]
+    for cell in graded:
+        grade_id = cell.metadata["nbgrader"]["grade_id"]
+        call = f'grade("{chapter.slug}/{grade_id}")'
+        assert call in cell.source, f"test cell {grade_id} must call {call} in its hidden region"
+        assert (ROOT / "grader" / "suites" / chapter.slug / f"test_{grade_id}.py").is_file()
+    suites = {p.stem.removeprefix("test_") for p in (ROOT / "grader" / "suites" / chapter.slug).glob("test_*.py")}
+    assert suites <= {c.metadata["nbgrader"]["grade_id"] for c in graded}, "a suite without a graded cell"
+
+
+def _release_text(chapter):
+    folder = ROOT / "release" / chapter.slug
+    return {p.name: p.read_text() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("chapter", course_config.ACTIVE_CHAPTERS, ids=lambda c: c.slug)
+def test_release_holds_no_solution_hidden_test_or_grader_text(chapter):
+    files = _release_text(chapter)
+    assert files, f"release/{chapter.slug} is empty: run `make release`"
+    assert all(name.endswith(".ipynb") for name in files), f"only notebooks are released, got {sorted(files)}"
+    text = "\n".join(json.loads(t)["cells"].__repr__() for t in files.values())
+    for marker in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "grade(\"", "from grader"):
+        assert marker not in text, f"release/{chapter.slug} contains {marker!r}"
+    for notebook in chapter.notebooks:
+        source = nbformat.read(ROOT / "source" / chapter.slug / f"{notebook}.ipynb", as_version=4)
+        released = nbformat.read(ROOT / "release" / chapter.slug / f"{notebook}.ipynb", as_version=4)
+        released_code = {ln.strip() for c in released.cells for ln in c.source.splitlines()}
+        leaked = [ln for ln in _solution_region_lines(source) if ln in released_code]
+        assert not leaked, f"solution code leaked into release/{chapter.slug}: {leaked[:3]}"
+    suites = (ROOT / "grader" / "suites" / chapter.slug).glob("**/*.py")
+    for suite in suites:
+        for line in suite.read_text().splitlines():
+            line = line.strip()
+            if len(line) > 30 and not line.startswith(("import", "from", "#", '"""')):
+                assert line not in text, f"hidden suite text leaked into the release: {line!r}"
+
+
+def _solution_region_lines(nb):
+    """Non-trivial lines between BEGIN SOLUTION and END SOLUTION markers."""
+    lines, inside = [], False
+    for cell in nb.cells:
+        for ln in cell.source.splitlines():
+            if "BEGIN SOLUTION" in ln or "END SOLUTION" in ln:
+                inside = "BEGIN" in ln
+            elif inside and len(ln.strip()) > 12:
+                lines.append(ln.strip())
+    assert lines, "found no solution regions to check"
+    return lines
+
+
+@pytest.mark.parametrize("chapter", course_config.ACTIVE_CHAPTERS, ids=lambda c: c.slug)
+def test_release_stubs_fail_nbgrader_validate(chapter, tmp_path):
+    """`nbgrader validate --invert` passes only if the release notebook's tests fail."""
+    for notebook in chapter.notebooks:
+        path = ROOT / "release" / chapter.slug / f"{notebook}.ipynb"
+        run = subprocess.run([sys.executable, "-m", "nbgrader", "validate", "--invert", str(path)],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        output = run.stdout + run.stderr
+        assert "Success! The notebook does not pass any tests." in output, output[-3000:]
+
+
+@pytest.mark.parametrize("chapter, notebook", NOTEBOOKS, ids=IDS)
+def test_solutions_are_executed_and_free_of_hidden_tests(chapter, notebook):
+    nb = nbformat.read(ROOT / "solutions" / chapter.slug / f"{notebook}.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.execution_count for c in code), "solutions/ must be executed: run `make solutions`"
+    assert not any(o.get("output_type") == "error" for c in code for o in c.outputs)
+    assert "BEGIN HIDDEN TESTS" not in json.dumps(nb) and 'grade("' not in json.dumps(nb)

@@ -1,0 +1,80 @@
+"""End to end: the demo class through nbgrader's real autograde with the judge plugged
+in, in a scratch course directory; then the instructor CLI on single notebooks."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import course_config
+from course_config import ROOT
+from grader.demo import grade_demo_class
+
+CHAPTER = course_config.ACTIVE_CHAPTERS[0]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    course_dir = tmp_path_factory.mktemp("course")
+    rows = grade_demo_class(course_dir)
+    return course_dir, {(r["student"], r["chapter"]): r for r in rows}
+
+
+def test_demo_class_scores(demo):
+    _, table = demo
+    for chapter in course_config.ACTIVE_CHAPTERS:
+        row = lambda student: table[(student, chapter.slug)]  # noqa: E731
+        full = row("reference")["max_score"]
+        assert full > 0
+        assert row("reference")["score"] == full, "the reference solution gets full marks"
+        assert row("untouched")["score"] == 0, "the release notebook as handed out gets zero"
+        assert 0 < row("partly_wrong")["score"] < full, "one wrong function costs some marks, not all"
+        assert 0 < row("never_returns")["score"] < full, "a hang costs only the tests it touches"
+        assert row("exits_at_import")["score"] == 0, "code that exits when loaded earns nothing"
+
+
+def test_feedback_shows_verdicts_but_never_hidden_tests(demo):
+    course_dir, _ = demo
+    suite_lines = {ln.strip() for p in (ROOT / "grader" / "suites").rglob("*.py")
+                   for ln in p.read_text().splitlines() if len(ln.strip()) > 30
+                   and not ln.strip().startswith(("import", "from", "#", '"""', "def test_", "@pytest"))}
+    pages = list((course_dir / "feedback").rglob("*.html"))
+    assert len(pages) == 5 * sum(len(ch.notebooks) for ch in course_config.ACTIVE_CHAPTERS)
+    for page in pages:
+        html = page.read_text()
+        assert "Hidden tests (" in html, f"{page}: the judge's verdict is missing"
+        leaked = [ln for ln in suite_lines if ln in html]
+        assert not leaked, f"{page} shows hidden suite text: {leaked[:2]}"
+    untouched = next(p for p in pages if "untouched" in p.parts).read_text()
+    assert "BEGIN SOLUTION" not in untouched and "tokens_per_hour" not in untouched
+
+
+def test_hang_and_exit_are_named_in_the_autograded_notebooks(demo):
+    course_dir, _ = demo
+    hang = (course_dir / "autograded" / "never_returns" / CHAPTER.slug).glob("*.ipynb")
+    assert "timeout" in "".join(p.read_text() for p in hang)
+    exits = "".join(p.read_text() for p in (course_dir / "autograded" / "exits_at_import" / CHAPTER.slug).glob("*.ipynb"))
+    assert "crashed" in exits and "exited with status 3" in exits
+
+
+def _check(path):
+    return subprocess.run([sys.executable, "-m", "grader", "check", str(path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+
+
+def test_check_cli_on_release_and_solution_notebooks():
+    for notebook in CHAPTER.notebooks:
+        release = _check(ROOT / "release" / CHAPTER.slug / f"{notebook}.ipynb")
+        assert release.returncode == 1 and f"{notebook}.ipynb: 0 / " in release.stdout, release.stdout[-2000:]
+        assert "NotImplementedError" in release.stdout, "the table says why each test failed"
+        solution = _check(ROOT / "solutions" / CHAPTER.slug / f"{notebook}.ipynb")
+        assert solution.returncode == 0, solution.stdout[-3000:] + solution.stderr[-3000:]
+
+
+def test_check_cli_on_a_malformed_notebook(tmp_path):
+    broken = tmp_path / CHAPTER.slug / "broken.ipynb"
+    broken.parent.mkdir()
+    broken.write_text('{"cells": [ this is not json')
+    run = _check(broken)
+    assert run.returncode == 2 and "not a readable notebook" in run.stderr
