@@ -5,6 +5,8 @@
   partly_wrong      one function replaced by a control     -> partial marks
   never_returns     a graded function loops forever        -> zero on its tests only
   exits_at_import   os._exit() when its code is loaded     -> zero, nothing else harmed
+  deleted_cells     the reference with its test cells deleted -> full marks (nbgrader
+                    puts the cells back and the judge grades them)
 
 `make course` grades it in build/demo_course and prints the table; the end-to-end test
 grades it in a temporary directory and asserts the scores.
@@ -83,7 +85,8 @@ def demo_submissions(chapter: course_config.Chapter, course_dir: Path) -> dict[s
     """student id -> {notebook name: notebook} for one chapter."""
     targets = DEMO_TARGETS[chapter.slug]
     students: dict[str, dict] = {s: {} for s in
-                                 ("reference", "untouched", "partly_wrong", "never_returns", "exits_at_import")}
+                                 ("reference", "untouched", "partly_wrong", "never_returns", "exits_at_import",
+                                  "deleted_cells")}
     for name in chapter.notebooks:
         release_nb = nbformat.read(course_dir / "release" / chapter.slug / f"{name}.ipynb", as_version=4)
         source_nb = nbformat.read(ROOT / "source" / chapter.slug / f"{name}.ipynb", as_version=4)
@@ -95,6 +98,9 @@ def demo_submissions(chapter: course_config.Chapter, course_dir: Path) -> dict[s
         students["never_returns"][name] = with_code(
             reference, NEVER_RETURNS.format(name=targets["never_returns"]))
         students["exits_at_import"][name] = with_code(reference, EXITS_AT_IMPORT, first=True)
+        deleted = copy.deepcopy(reference)
+        deleted.cells = [c for c in deleted.cells if not c.metadata.get("nbgrader", {}).get("grade")]
+        students["deleted_cells"][name] = deleted
     return students
 
 

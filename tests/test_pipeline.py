@@ -32,6 +32,7 @@ def test_demo_class_scores(demo):
         assert 0 < row("partly_wrong")["score"] < full, "one wrong function costs some marks, not all"
         assert 0 < row("never_returns")["score"] < full, "a hang costs only the tests it touches"
         assert row("exits_at_import")["score"] == 0, "code that exits when loaded earns nothing"
+        assert row("deleted_cells")["score"] == full, "deleted test cells are restored and graded"
 
 
 def test_feedback_shows_verdicts_but_never_hidden_tests(demo):
@@ -40,7 +41,7 @@ def test_feedback_shows_verdicts_but_never_hidden_tests(demo):
                    for ln in p.read_text().splitlines() if len(ln.strip()) > 30
                    and not ln.strip().startswith(("import", "from", "#", '"""', "def test_", "@pytest"))}
     pages = list((course_dir / "feedback").rglob("*.html"))
-    assert len(pages) == 5 * sum(len(ch.notebooks) for ch in course_config.ACTIVE_CHAPTERS)
+    assert len(pages) == 6 * sum(len(ch.notebooks) for ch in course_config.ACTIVE_CHAPTERS)
     for page in pages:
         html = page.read_text()
         assert "Hidden tests (" in html, f"{page}: the judge's verdict is missing"
