@@ -71,9 +71,9 @@ def _normalize(path: Path) -> None:
     nbformat.write(nb, path)
 
 
-def release(course_dir: Path = ROOT) -> None:
-    """nbgrader generate_assignment for every chapter: release/<chapter>/ for students."""
-    for ch in course_config.ACTIVE_CHAPTERS:
+def release(course_dir: Path = ROOT, chapters=course_config.ACTIVE_CHAPTERS) -> None:
+    """nbgrader generate_assignment for each chapter: release/<chapter>/ for students."""
+    for ch in chapters:
         nbgrader("generate_assignment", ch.slug, "--force", course_dir=course_dir)
         for path in sorted((course_dir / "release" / ch.slug).glob("*.ipynb")):
             _normalize(path)
@@ -85,14 +85,14 @@ def solutions() -> None:
         nbgrader("generate_solution", ch.slug, "--force")
 
 
-def scratch_course(course_dir: Path) -> Path:
-    """A fresh course directory holding a copy of source/, with its own gradebook,
-    ready for generate_assignment and autograde (the demo class, the tests)."""
+def scratch_course(course_dir: Path, chapters=course_config.ACTIVE_CHAPTERS) -> Path:
+    """A fresh course directory holding a copy of source/ for `chapters`, released, with
+    its own gradebook: ready for autograde (the demo class, the tests)."""
     if course_dir.exists():
         shutil.rmtree(course_dir)
     course_dir.mkdir(parents=True)
-    for ch in course_config.ACTIVE_CHAPTERS:
+    for ch in chapters:
         shutil.copytree(ROOT / "source" / ch.slug, course_dir / "source" / ch.slug,
                         ignore=shutil.ignore_patterns("*.py", "__pycache__", ".ipynb_checkpoints"))
-    release(course_dir)
+    release(course_dir, chapters)
     return course_dir

@@ -34,11 +34,14 @@ def {name}(*args, **kwargs):
 '''
 EXITS_AT_IMPORT = "import os\nos._exit(3)  # leaves as soon as the code is loaded\n"
 
-# Which function each chapter's demo breaks, and which control is its partly wrong student.
+# The chapters the demo class submits, the function each demo breaks, and the control
+# that plays the partly wrong student. One chapter proves the pipeline; every chapter's
+# suites are proven directly against its reference and controls (tests/grader).
 DEMO_TARGETS = {
     "ch01_why_optimize": {"never_returns": "cost_per_million_tokens",
                           "partly_wrong": "cost_ignores_utilization"},
 }
+DEMO_CHAPTERS = tuple(course_config.chapter(slug) for slug in DEMO_TARGETS)
 
 
 def solution_sources(source_nb) -> dict[str, str]:
@@ -108,8 +111,8 @@ def grade_demo_class(course_dir: Path) -> list[dict]:
     """Build a scratch course, submit the demo class, autograde it, return the table."""
     from grader.report import class_table
 
-    scratch_course(course_dir)
-    for ch in course_config.ACTIVE_CHAPTERS:
+    scratch_course(course_dir, DEMO_CHAPTERS)
+    for ch in DEMO_CHAPTERS:
         for student, notebooks in demo_submissions(ch, course_dir).items():
             folder = course_dir / "submitted" / student / ch.slug
             folder.mkdir(parents=True, exist_ok=True)

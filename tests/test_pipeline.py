@@ -7,11 +7,10 @@ import sys
 
 import pytest
 
-import course_config
 from course_config import ROOT
-from grader.demo import grade_demo_class
+from grader.demo import DEMO_CHAPTERS, grade_demo_class
 
-CHAPTER = course_config.ACTIVE_CHAPTERS[0]
+CHAPTER = DEMO_CHAPTERS[0]
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +22,7 @@ def demo(tmp_path_factory):
 
 def test_demo_class_scores(demo):
     _, table = demo
-    for chapter in course_config.ACTIVE_CHAPTERS:
+    for chapter in DEMO_CHAPTERS:
         row = lambda student: table[(student, chapter.slug)]  # noqa: E731
         full = row("reference")["max_score"]
         assert full > 0
@@ -41,7 +40,7 @@ def test_feedback_shows_verdicts_but_never_hidden_tests(demo):
                    for ln in p.read_text().splitlines() if len(ln.strip()) > 30
                    and not ln.strip().startswith(("import", "from", "#", '"""', "def test_", "@pytest"))}
     pages = list((course_dir / "feedback").rglob("*.html"))
-    assert len(pages) == 6 * sum(len(ch.notebooks) for ch in course_config.ACTIVE_CHAPTERS)
+    assert len(pages) == 6 * sum(len(ch.notebooks) for ch in DEMO_CHAPTERS)
     for page in pages:
         html = page.read_text()
         assert "Hidden tests (" in html, f"{page}: the judge's verdict is missing"
@@ -57,6 +56,17 @@ def test_hang_and_exit_are_named_in_the_autograded_notebooks(demo):
     assert "timeout" in "".join(p.read_text() for p in hang)
     exits = "".join(p.read_text() for p in (course_dir / "autograded" / "exits_at_import" / CHAPTER.slug).glob("*.ipynb"))
     assert "crashed" in exits and "exited with status 3" in exits
+
+
+def test_report_cli_prints_the_table_and_writes_csv(demo, tmp_path):
+    course_dir, table = demo
+    csv_path = tmp_path / "grades.csv"
+    run = subprocess.run([sys.executable, "-m", "grader", "report", "--course-dir", str(course_dir),
+                          "--csv", str(csv_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "exits_at_import" in run.stdout and "percent" in run.stdout
+    lines = csv_path.read_text().splitlines()
+    assert lines[0] == "student,chapter,score,max_score,percent" and len(lines) == len(table) + 1
 
 
 def _check(path):
