@@ -1,0 +1,622 @@
+"""A deterministic discrete-event simulator of an LLM server, with pluggable schedulers.
+
+The pieces, in the order a request meets them:
+
+- `Sequence`: one request's progress. The simulator (or the real engine) owns it; a
+  scheduler only reads it. Its one rule: a sequence knows `num_tokens` tokens (prompt
+  plus output so far), `num_computed_tokens` of them have their KV in the cache, and
+  when a step brings the two level, the model emits the next output token. A prefill is
+  a step over many tokens, a decode a step over one, a prefill chunk a step that stops
+  short; preemption by recompute sets `num_computed_tokens` back to 0.
+- `KVBlockPool`: the KV-cache memory, in blocks of `block_size` tokens. Allocation past
+  the pool raises `OutOfKVBlocks`, as a GPU runs out of memory.
+- `Scheduler`: the policy, the class students write. Each step it returns a `Batch`:
+  which sequences run how many tokens, and which are preempted.
+- `CostModel`: how long a step takes on a `HardwareProfile`, by the roofline: the larger
+  of FLOPs / peak FLOP/s (prefill is compute-bound) and bytes / peak bandwidth (decode
+  reads every weight once per step whatever the batch: bandwidth-bound).
+- `simulate` (one colocated instance or several) and `simulate_disaggregated` (prefill
+  and decode pools with a KV transfer between them) run the event loop and return a
+  `SimulationResult`: per-request times and per-step records.
+
+Time advances only by the cost model, so every number is exact and repeatable.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+from llmopt.workload import Request, as_requests
+
+
+class SchedulingError(RuntimeError):
+    """A scheduler broke the serving contract (the message says which rule and how)."""
+
+
+class OutOfKVBlocks(SchedulingError):
+    """More KV blocks were allocated than the pool holds."""
+
+
+# ---------------------------------------------------------------------------------------
+# Hardware and model profiles, and the roofline cost of a step
+# ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class HardwareProfile:
+    name: str
+    flops_per_s: float  # dense matmul peak in the serving dtype
+    bytes_per_s: float  # memory bandwidth
+    memory_bytes: float  # device memory
+    step_overhead_s: float = 0.0  # fixed cost per step (kernel launches, scheduling)
+
+
+# Datasheet numbers, as collected in the course's perf-anchors reference (section 1a):
+# H100 SXM5: 3.35 TB/s HBM3, 989.4 TFLOPS dense BF16, 80 GB. H200: 4.8 TB/s HBM3e, 141 GB,
+# the same GH100 compute (989.4 TFLOPS dense BF16). Peaks, not what kernels reach.
+H100_SXM = HardwareProfile("H100 SXM", 989.4e12, 3.35e12, 80e9)
+H200 = HardwareProfile("H200", 989.4e12, 4.8e12, 141e9)
+NVLINK_BYTES_PER_S = 900e9  # H100 SXM5 NVLink, perf-anchors section 1a
+
+
+def cpu_profile(calibration=None) -> HardwareProfile:
+    """This machine, from `llmopt.device.calibrate()`'s measured ceilings (float32).
+
+    Copy bandwidth there counts read + write bytes; a weight read moves one byte per byte.
+    """
+    if calibration is None:
+        from llmopt.device import calibrate
+
+        calibration = calibrate("cpu")
+    return HardwareProfile(f"CPU ({calibration.fingerprint.device_name})",
+                           calibration.matmul_float32_flops_per_s, calibration.copy_bytes_per_s,
+                           memory_bytes=8e9)
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    name: str
+    weight_bytes: float  # bytes of weights read per forward step (linear layers + lm_head)
+    flops_per_token: float  # 2 x parameters touched per token, for the linear layers
+    kv_bytes_per_token: float  # K and V of one token, all layers
+    n_layers: int
+    attention_width: int  # n_heads x head_dim (query side)
+
+    def attention_flops(self, new_tokens: int, context: int) -> float:
+        """QK^T and PV for `new_tokens` queries after `context` cached tokens (causal)."""
+        attended = new_tokens * context + new_tokens * (new_tokens + 1) / 2
+        return 4.0 * self.n_layers * self.attention_width * attended
+
+    @classmethod
+    def from_hf_config(cls, name: str, config, bytes_per_param: int = 4) -> "ModelProfile":
+        """From a Hugging Face Llama-style config (the course model: float32 on the CPU)."""
+        d, inter, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+        head_dim = getattr(config, "head_dim", None) or d // config.num_attention_heads
+        q_width, kv_width = config.num_attention_heads * head_dim, config.num_key_value_heads * head_dim
+        linear = layers * (d * q_width * 2 + 2 * d * kv_width + 3 * d * inter) + d * config.vocab_size
+        return cls(name, linear * bytes_per_param, 2.0 * linear,
+                   2 * layers * kv_width * bytes_per_param, layers, q_width)
+
+
+# Llama-3.1-8B in BF16: 15.0 GB of weights read per token (perf-anchors section 6) and
+# 128 KiB of KV per token (32 layers x 8 KV heads x 128 dims x K,V x 2 bytes; section 6).
+LLAMA3_8B = ModelProfile("Llama-3.1-8B BF16", weight_bytes=15.0e9, flops_per_token=15.0e9,
+                         kv_bytes_per_token=131072, n_layers=32, attention_width=4096)
+
+
+@dataclass(frozen=True)
+class CostModel:
+    hardware: HardwareProfile = H100_SXM
+    model: ModelProfile = LLAMA3_8B
+
+    def step_time(self, work: list[tuple[int, int]]) -> float:
+        """Seconds for one step running `work` = [(new_tokens, cached_context), ...].
+
+        Roofline: max(FLOPs / peak, bytes / bandwidth) + the fixed overhead. Bytes are the
+        weights once (shared by the whole batch), every item's cached KV read once and its
+        new KV written once.
+        """
+        if not work:
+            return 0.0
+        m = self.model
+        tokens = sum(n for n, _ in work)
+        flops = m.flops_per_token * tokens + sum(m.attention_flops(n, c) for n, c in work)
+        moved = m.weight_bytes + m.kv_bytes_per_token * sum(n + c for n, c in work)
+        return max(flops / self.hardware.flops_per_s, moved / self.hardware.bytes_per_s) \
+            + self.hardware.step_overhead_s
+
+    def kv_transfer_time(self, tokens: int, link_bytes_per_s: float) -> float:
+        return tokens * self.model.kv_bytes_per_token / link_bytes_per_s
+
+    def kv_blocks(self, block_size: int = 16, memory_fraction: float = 0.9) -> int:
+        """Blocks that fit in `memory_fraction` of device memory after the weights."""
+        free = self.hardware.memory_bytes * memory_fraction - self.model.weight_bytes
+        return max(0, int(free // (block_size * self.model.kv_bytes_per_token)))
+
+
+def cpu_cost_model(model_config, calibration=None) -> CostModel:
+    """The cost model of the course model on this CPU, from the measured ceilings."""
+    if calibration is None:
+        from llmopt.device import calibrate
+
+        calibration = calibrate("cpu")
+    return CostModel(cpu_profile(calibration), ModelProfile.from_hf_config("course-lm", model_config))
+
+
+# ---------------------------------------------------------------------------------------
+# Sequences, the KV-block pool, batches and the scheduler interface
+# ---------------------------------------------------------------------------------------
+
+class Sequence:
+    """One request in flight. Read-only to schedulers: the simulator advances it."""
+
+    def __init__(self, request: Request, token_ids: list[int] | None = None):
+        self.request = request
+        self.request_id = request.request_id
+        self.arrival_s = request.arrival_s
+        self.prompt_len = request.prompt_len
+        self.output_len = request.output_len
+        self.num_computed_tokens = 0  # tokens whose KV is in this instance's cache
+        self.num_generated = 0  # output tokens emitted so far
+        self.num_preemptions = 0
+        self.kv_ready_s = 0.0  # disaggregation: when its KV lands on the decode instance
+        self.token_ids = list(token_ids) if token_ids is not None else None  # real engine only
+        self.first_token_s: float | None = None
+        self.finish_s: float | None = None
+        self.token_times: list[float] = []
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens known: the prompt and the output so far."""
+        return self.prompt_len + self.num_generated
+
+    @property
+    def num_pending_tokens(self) -> int:
+        """Tokens to compute before the next output token: 1 when decoding."""
+        return self.num_tokens - self.num_computed_tokens
+
+    @property
+    def is_decoding(self) -> bool:
+        """Its KV is complete up to the last token: the next step is a one-token decode."""
+        return self.num_generated > 0 and self.num_pending_tokens == 1
+
+    @property
+    def is_finished(self) -> bool:
+        return self.num_generated >= self.output_len
+
+    def __repr__(self) -> str:
+        return (f"Sequence(id={self.request_id}, prompt={self.prompt_len}, "
+                f"generated={self.num_generated}/{self.output_len}, computed={self.num_computed_tokens})")
+
+
+class KVBlockPool:
+    """KV-cache memory counted in blocks of `block_size` tokens (chapter 5 pages them)."""
+
+    def __init__(self, num_blocks: int, block_size: int = 16):
+        if num_blocks < 1 or block_size < 1:
+            raise ValueError(f"need num_blocks >= 1 and block_size >= 1, got {num_blocks}, {block_size}")
+        self.num_blocks, self.block_size = num_blocks, block_size
+        self._held: dict[int, int] = {}  # request_id -> blocks
+
+    @property
+    def num_free(self) -> int:
+        return self.num_blocks - sum(self._held.values())
+
+    def blocks_held(self, seq: Sequence) -> int:
+        return self._held.get(seq.request_id, 0)
+
+    def blocks_for(self, num_tokens: int) -> int:
+        """Blocks that hold `num_tokens` tokens: ceil(num_tokens / block_size)."""
+        return -(-num_tokens // self.block_size)
+
+    def blocks_needed(self, seq: Sequence, new_tokens: int) -> int:
+        """More blocks `seq` needs to compute `new_tokens` more tokens (0 if it has room)."""
+        return max(0, self.blocks_for(seq.num_computed_tokens + new_tokens) - self.blocks_held(seq))
+
+    def can_allocate(self, num_blocks: int) -> bool:
+        return num_blocks <= self.num_free
+
+    def allocate(self, seq: Sequence, num_blocks: int) -> None:
+        if num_blocks < 0:
+            raise ValueError(f"cannot allocate {num_blocks} blocks")
+        if num_blocks > self.num_free:
+            raise OutOfKVBlocks(
+                f"request {seq.request_id} asked for {num_blocks} KV blocks but only {self.num_free} "
+                f"of {self.num_blocks} are free: check pool.can_allocate() before admitting or "
+                f"growing a sequence, and preempt when it says no")
+        if num_blocks:
+            self._held[seq.request_id] = self.blocks_held(seq) + num_blocks
+
+    def free(self, seq: Sequence) -> None:
+        """Return every block of `seq` to the pool."""
+        self._held.pop(seq.request_id, None)
+
+    def total_held(self) -> int:
+        return sum(self._held.values())
+
+
+@dataclass
+class Batch:
+    """What one step runs: (sequence, tokens to compute) pairs, and the preempted."""
+    scheduled: list[tuple[Sequence, int]] = field(default_factory=list)
+    preempted: list[Sequence] = field(default_factory=list)
+
+    def add(self, seq: Sequence, num_tokens: int) -> None:
+        self.scheduled.append((seq, num_tokens))
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(n for _, n in self.scheduled)
+
+    @property
+    def num_seqs(self) -> int:
+        return len(self.scheduled)
+
+    def __bool__(self) -> bool:
+        return bool(self.scheduled)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_num_seqs: int = 256  # sequences in one step
+    max_num_batched_tokens: int | None = None  # tokens in one step (chunked prefill); None: no cap
+
+
+class Scheduler:
+    """The base of every policy. The simulator calls, in this order each step:
+
+    - `add_request(seq)` for each new arrival (appends it to `self.waiting`),
+    - `schedule(now)`, which returns the step's `Batch` (write this one),
+    - `on_finished(seq)` for each sequence that completed (or, on a prefill instance,
+      handed its KV over): removes it from `self.running` and frees its blocks.
+
+    State: `self.pool` (a `KVBlockPool`), `self.limits` (a `Limits`), `self.waiting` (a
+    deque, arrival order), `self.running` (a list, admission order).
+    """
+
+    def __init__(self, pool: KVBlockPool, limits: Limits = Limits()):
+        self.pool, self.limits = pool, limits
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+
+    def add_request(self, seq: Sequence) -> None:
+        self.waiting.append(seq)
+
+    def on_finished(self, seq: Sequence) -> None:
+        if seq in self.running:
+            self.running.remove(seq)
+        self.pool.free(seq)
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def schedule(self, now: float) -> Batch:
+        raise NotImplementedError
+
+
+class StaticBatchingScheduler(Scheduler):
+    """The baseline: request-level batching, as before Orca.
+
+    When nothing is running, take up to `max_num_seqs` waiting requests (FCFS) whose
+    whole prompt + output fits in the free blocks (reserved up front, since a static batch
+    cannot preempt); run their prefills together, then decode until *every* member has
+    finished. A finished member's slot stays empty: head-of-line blocking.
+    """
+
+    def schedule(self, now: float) -> Batch:
+        batch = Batch()
+        if not self.running:
+            while self.waiting and len(self.running) < self.limits.max_num_seqs:
+                seq = self.waiting[0]
+                need = self.pool.blocks_for(seq.prompt_len + seq.output_len)
+                if not self.pool.can_allocate(need):
+                    break
+                self.pool.allocate(seq, need)
+                self.running.append(self.waiting.popleft())
+        for seq in self.running:
+            batch.add(seq, seq.num_pending_tokens)
+        return batch
+
+
+class PrefillOnlyScheduler(Scheduler):
+    """A prefill instance of a disaggregated deployment: FCFS whole prefills, packed up to
+    the token budget (`max_num_batched_tokens`, default 8192) and `max_num_seqs`. A
+    sequence leaves as soon as its first token is out (`on_finished`)."""
+
+    def schedule(self, now: float) -> Batch:
+        batch = Batch()
+        budget = self.limits.max_num_batched_tokens or 8192
+        while self.waiting and batch.num_seqs < self.limits.max_num_seqs:
+            seq = self.waiting[0]
+            n = seq.num_pending_tokens
+            need = self.pool.blocks_needed(seq, n)
+            if (batch and n > budget - batch.num_tokens) or not self.pool.can_allocate(need):
+                break
+            self.pool.allocate(seq, need)
+            self.running.append(self.waiting.popleft())
+            batch.add(seq, n)
+        return batch
+
+
+# ---------------------------------------------------------------------------------------
+# One serving instance: asks its scheduler for a batch, checks it, applies it
+# ---------------------------------------------------------------------------------------
+
+@dataclass
+class StepRecord:
+    instance: int
+    start_s: float
+    end_s: float
+    items: list[tuple[int, int, str]]  # (request_id, tokens, "prefill" | "decode")
+    preempted: list[int]
+    blocks_used: int
+    leaked_blocks: int  # blocks still held by sequences preempted this step
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(n for _, n, _ in self.items)
+
+
+class Instance:
+    """One GPU (or CPU) replica: a scheduler, its KV pool, its cost model and its clock."""
+
+    def __init__(self, index: int, scheduler: Scheduler, cost: CostModel | None, role: str,
+                 strict: bool):
+        self.index, self.scheduler, self.cost, self.role, self.strict = index, scheduler, cost, role, strict
+        self.pool = scheduler.pool
+        self.busy_until = 0.0
+        self.violations: list[str] = []
+        self.load = 0  # sequences handed to it and not yet gone
+
+    def _violate(self, message: str) -> None:
+        self.violations.append(message)
+        if self.strict:
+            raise SchedulingError(message)
+
+    def plan(self, now: float) -> Batch:
+        """The scheduler's batch for a step starting at `now`, checked against the contract."""
+        batch = self.scheduler.schedule(now)
+        if not isinstance(batch, Batch):
+            raise SchedulingError(f"schedule() must return a Batch, got {type(batch).__name__}")
+        seen = set()
+        for seq in batch.preempted:
+            if any(seq is s for s, _ in batch.scheduled):
+                raise SchedulingError(f"request {seq.request_id} is both preempted and scheduled in one step")
+        for seq, n in batch.scheduled:
+            if not isinstance(seq, Sequence):
+                raise SchedulingError(f"Batch.scheduled holds a {type(seq).__name__}, not a Sequence")
+            if seq.request_id in seen:
+                raise SchedulingError(f"request {seq.request_id} is scheduled twice in one step")
+            seen.add(seq.request_id)
+            if seq.is_finished:
+                raise SchedulingError(f"request {seq.request_id} is scheduled after it finished: "
+                                      f"drop it from self.running when it finishes")
+            if seq.arrival_s > now + 1e-12:
+                raise SchedulingError(f"request {seq.request_id} is scheduled at t={now:.6f} s "
+                                      f"before it arrived at t={seq.arrival_s:.6f} s")
+            if not isinstance(n, int) or not 1 <= n <= seq.num_pending_tokens:
+                raise SchedulingError(
+                    f"request {seq.request_id} is scheduled for {n!r} tokens; it has "
+                    f"{seq.num_pending_tokens} to compute (1 when decoding): use 1 <= n <= "
+                    f"seq.num_pending_tokens")
+            if seq.is_decoding and seq.kv_ready_s > now + 1e-12:
+                self._violate(f"request {seq.request_id} decodes at t={now:.6f} s, before its KV "
+                              f"cache arrives at t={seq.kv_ready_s:.6f} s (seq.kv_ready_s)")
+        limits = self.scheduler.limits
+        if batch.num_seqs > limits.max_num_seqs:
+            self._violate(f"a step runs {batch.num_seqs} sequences, over max_num_seqs="
+                          f"{limits.max_num_seqs}")
+        if limits.max_num_batched_tokens is not None and batch.num_tokens > limits.max_num_batched_tokens:
+            self._violate(f"a step runs {batch.num_tokens} tokens, over the token budget "
+                          f"max_num_batched_tokens={limits.max_num_batched_tokens}")
+        if self.pool.total_held() > self.pool.num_blocks:
+            self._violate(f"{self.pool.total_held()} KV blocks held, over the pool's {self.pool.num_blocks}")
+        return batch
+
+    def commit(self, batch: Batch, start: float, end: float,
+               tokens: dict[int, int] | None = None) -> tuple[StepRecord, list[Sequence]]:
+        """Apply a planned batch that ran from `start` to `end`; return the step's record and
+        the sequences that emitted their last token (or, on a prefill instance, their first)."""
+        items, done = [], []
+        for seq in batch.preempted:
+            seq.num_computed_tokens = 0  # recompute: its KV is gone
+            seq.num_preemptions += 1
+        for seq, n in batch.scheduled:
+            kind = "decode" if seq.is_decoding else "prefill"
+            items.append((seq.request_id, n, kind))
+            seq.num_computed_tokens += n
+            held = self.pool.blocks_held(seq) * self.pool.block_size
+            if held < seq.num_computed_tokens:
+                raise SchedulingError(
+                    f"request {seq.request_id} now has {seq.num_computed_tokens} tokens of KV but holds "
+                    f"{self.pool.blocks_held(seq)} blocks of {self.pool.block_size}: allocate "
+                    f"pool.blocks_needed(seq, n) blocks before scheduling n tokens")
+            if seq.num_computed_tokens == seq.num_tokens:  # the step reached the end: a token
+                if tokens is not None:
+                    seq.token_ids.append(int(tokens[seq.request_id]))
+                seq.num_generated += 1
+                seq.token_times.append(end)
+                if seq.first_token_s is None:
+                    seq.first_token_s = end
+                if seq.is_finished:
+                    seq.finish_s = end
+                    done.append(seq)
+                elif self.role == "prefill":
+                    done.append(seq)
+        leaked = sum(self.pool.blocks_held(s) for s in batch.preempted)
+        if leaked:
+            self._violate(f"preempted requests {[s.request_id for s in batch.preempted]} still hold "
+                          f"{leaked} KV blocks: free them (pool.free) when preempting")
+        record = StepRecord(self.index, start, end, items, [s.request_id for s in batch.preempted],
+                            self.pool.total_held(), leaked)
+        for seq in done:
+            self.scheduler.on_finished(seq)
+        return record, done
+
+
+# ---------------------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------------------
+
+@dataclass
+class SimulationResult:
+    sequences: list[Sequence]
+    steps: list[StepRecord]
+    violations: list[str]
+    num_blocks: int
+    max_num_batched_tokens: int | None
+    max_num_seqs: int
+    instances: int = 1
+
+    def requests(self) -> list[dict]:
+        """One dict per request: arrival, first-token and finish times, lengths, preemptions,
+        and `tokens_emitted` (output tokens it emitted in all, which must equal output_len)."""
+        return [{"request_id": s.request_id, "arrival_s": s.arrival_s, "first_token_s": s.first_token_s,
+                 "finish_s": s.finish_s, "prompt_len": s.prompt_len, "output_len": s.output_len,
+                 "tokens_emitted": len(s.token_times), "num_preemptions": s.num_preemptions,
+                 "first_decode_s": _first_decode(s), "kv_ready_s": s.kv_ready_s}
+                for s in self.sequences]
+
+    def step_stats(self) -> dict:
+        """Per step: instance, start, end, tokens, sequences, blocks held, leaked blocks."""
+        return {"instance": [r.instance for r in self.steps], "start_s": [r.start_s for r in self.steps],
+                "end_s": [r.end_s for r in self.steps], "num_tokens": [r.num_tokens for r in self.steps],
+                "num_seqs": [len(r.items) for r in self.steps],
+                "blocks_used": [r.blocks_used for r in self.steps],
+                "leaked_blocks": [r.leaked_blocks for r in self.steps],
+                "preemptions": [len(r.preempted) for r in self.steps]}
+
+    def summary(self, ttft_slo_s: float = math.inf, tpot_slo_s: float = math.inf) -> dict:
+        from llmopt.metrics import summarize
+
+        return summarize(self.requests(), ttft_slo_s, tpot_slo_s)
+
+
+def _first_decode(seq: Sequence) -> float | None:
+    return seq.token_times[1] if len(seq.token_times) > 1 else None
+
+
+# ---------------------------------------------------------------------------------------
+# The event loop
+# ---------------------------------------------------------------------------------------
+
+def _limits(max_num_seqs, max_num_batched_tokens) -> Limits:
+    return Limits(max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens)
+
+
+def _run(trace, instances: list[Instance], route_decode: list[Instance] | None,
+         link_bytes_per_s: float, max_steps: int) -> SimulationResult:
+    requests = sorted(as_requests(trace), key=lambda r: (r.arrival_s, r.request_id))
+    seqs = [Sequence(r) for r in requests]
+    arrivals = deque(seqs)
+    front = [i for i in instances if i.role != "decode"]
+    events: list[tuple[float, int]] = []  # (time, instance): KV lands on a decode instance
+    steps: list[StepRecord] = []
+    now = 0.0
+    unfinished = len(seqs)
+
+    def least_loaded(pool: list[Instance]) -> Instance:
+        return min(pool, key=lambda i: (i.load, i.index))
+
+    while unfinished:
+        while arrivals and arrivals[0].arrival_s <= now:
+            seq = arrivals.popleft()
+            target = least_loaded(front)
+            target.load += 1
+            target.scheduler.add_request(seq)
+        for inst in instances:
+            if inst.busy_until > now or not inst.scheduler.has_work():
+                continue
+            batch = inst.plan(now)
+            if not batch and not batch.preempted:
+                continue  # nothing it can run now; it is asked again at the next event
+            work = [(n, seq.num_computed_tokens) for seq, n in batch.scheduled]
+            end = now + max(inst.cost.step_time(work), 1e-9)
+            record, done = inst.commit(batch, now, end)
+            steps.append(record)
+            inst.busy_until = end
+            for seq in done:
+                inst.load -= 1
+                if seq.is_finished:
+                    unfinished -= 1
+                else:  # a prefill instance: ship the KV to a decode instance
+                    target = least_loaded(route_decode)
+                    target.load += 1
+                    seq.kv_ready_s = end + inst.cost.kv_transfer_time(seq.num_computed_tokens,
+                                                                      link_bytes_per_s)
+                    target.scheduler.add_request(seq)
+                    heapq.heappush(events, (seq.kv_ready_s, target.index))
+            if len(steps) > max_steps:
+                raise SchedulingError(f"more than {max_steps} steps without finishing: requests are "
+                                      f"preempted and restarted forever (livelock) or never scheduled")
+        if not unfinished:
+            break
+        # The next moment something can change: a step ends, a request arrives, KV lands.
+        future = [i.busy_until for i in instances if i.busy_until > now]
+        future += [t for t, _ in events if t > now]
+        if arrivals:
+            future.append(arrivals[0].arrival_s)
+        if not future:
+            raise SchedulingError(
+                f"no progress at t={now:.6f} s with {unfinished} requests unfinished: every "
+                f"scheduler returned an empty batch (a request waits for blocks that are never "
+                f"freed, or was dropped from the queues)")
+        now = min(future)
+        while events and events[0][0] <= now:
+            heapq.heappop(events)
+    violations = [v for i in instances for v in i.violations]
+    limits = instances[0].scheduler.limits
+    return SimulationResult(seqs, steps, violations, instances[0].pool.num_blocks,
+                            limits.max_num_batched_tokens, limits.max_num_seqs, len(instances))
+
+
+def _cost(hardware, model) -> CostModel:
+    hardware = {"h100": H100_SXM, "h200": H200}.get(hardware, hardware) if isinstance(hardware, str) else hardware
+    model = {"llama3-8b": LLAMA3_8B}.get(model, model) if isinstance(model, str) else model
+    if not isinstance(hardware, HardwareProfile) or not isinstance(model, ModelProfile):
+        raise ValueError("hardware must be 'h100', 'h200' or a HardwareProfile; model 'llama3-8b' or a ModelProfile")
+    return CostModel(hardware, model)
+
+
+def simulate(trace, scheduler_cls, *, num_blocks: int = 2048, block_size: int = 16,
+             max_num_seqs: int = 256, max_num_batched_tokens: int | None = None,
+             instances: int = 1, hardware="h100", model="llama3-8b", cost: CostModel | None = None,
+             strict: bool = True, max_steps: int = 200_000) -> SimulationResult:
+    """Serve `trace` on `instances` identical colocated replicas (prefill and decode on the
+    same GPU), each run by `scheduler_cls(KVBlockPool(num_blocks, block_size), Limits(...))`.
+    Arrivals go to the replica with the fewest requests in flight.
+
+    strict=True raises `SchedulingError` at the first broken rule; strict=False records
+    the rule-level violations (budgets, leaks, early decodes) in `result.violations` and
+    carries on (hard errors, such as a sequence scheduled without its blocks, still raise).
+    """
+    cost = cost or _cost(hardware, model)
+    limits = _limits(max_num_seqs, max_num_batched_tokens)
+    insts = [Instance(k, scheduler_cls(KVBlockPool(num_blocks, block_size), limits), cost, "both", strict)
+             for k in range(instances)]
+    return _run(trace, insts, None, math.inf, max_steps)
+
+
+def simulate_disaggregated(trace, decode_scheduler_cls, *, prefill_scheduler_cls=PrefillOnlyScheduler,
+                           num_prefill: int = 1, num_decode: int = 1, num_blocks: int = 2048,
+                           block_size: int = 16, max_num_seqs: int = 256,
+                           prefill_token_budget: int = 8192,
+                           link_bytes_per_s: float = NVLINK_BYTES_PER_S, hardware="h100",
+                           model="llama3-8b", cost: CostModel | None = None, strict: bool = True,
+                           max_steps: int = 200_000) -> SimulationResult:
+    """Prefill/decode disaggregation: `num_prefill` instances run prefills only; each
+    finished prefill emits the first token, frees its blocks there, and its KV travels
+    to the least-loaded of `num_decode` decode instances, landing `kv_transfer_time`
+    later (`seq.kv_ready_s`). The decode instance's scheduler gets the sequence at once
+    (`add_request`) and must not decode it before its KV has landed.
+    """
+    cost = cost or _cost(hardware, model)
+    prefill_limits = _limits(max_num_seqs, prefill_token_budget)
+    decode_limits = _limits(max_num_seqs, None)
+    prefill = [Instance(k, prefill_scheduler_cls(KVBlockPool(num_blocks, block_size), prefill_limits),
+                        cost, "prefill", strict) for k in range(num_prefill)]
+    decode = [Instance(num_prefill + k, decode_scheduler_cls(KVBlockPool(num_blocks, block_size), decode_limits),
+                       cost, "decode", strict) for k in range(num_decode)]
+    return _run(trace, prefill + decode, decode, link_bytes_per_s, max_steps)
