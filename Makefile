@@ -52,7 +52,7 @@ test: setup
 
 # Students: JupyterLab on the release notebooks.
 lab: setup
-	.venv/bin/jupyter lab --notebook-dir=release
+	.venv/bin/jupyter lab --ServerApp.root_dir=release $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # Instructors: autograde one chapter of the real course, e.g. `make grade CHAPTER=ch01`.
 grade: setup

@@ -69,6 +69,18 @@ def test_report_cli_prints_the_table_and_writes_csv(demo, tmp_path):
     assert lines[0] == "student,chapter,score,max_score,percent" and len(lines) == len(table) + 1
 
 
+def test_regrading_via_the_cli_gives_the_same_scores(demo):
+    """P4: grading a submission twice gives the same correctness scores."""
+    course_dir, table = demo
+    run = subprocess.run([sys.executable, "-m", "grader", "autograde", CHAPTER.slug, "--student", "partly_wrong",
+                          "--course-dir", str(course_dir)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:]
+    from grader.report import class_table
+
+    again = {(r["student"], r["chapter"]): r["score"] for r in class_table(course_dir)}
+    assert again[("partly_wrong", CHAPTER.slug)] == table[("partly_wrong", CHAPTER.slug)]["score"]
+
+
 def _check(path):
     return subprocess.run([sys.executable, "-m", "grader", "check", str(path)], cwd=ROOT,
                           capture_output=True, text=True, timeout=900)
