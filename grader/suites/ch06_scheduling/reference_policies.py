@@ -112,3 +112,43 @@ class RefDecode(Scheduler):
             self.running.append(seq)
             batch.add(seq, n)
         return batch
+
+
+# ---------------------------------------------------------------------------------------
+# Shared by the suites: run a student's policy in the worker, the reference here.
+# ---------------------------------------------------------------------------------------
+
+from llmopt.simulator import SchedulingError, simulate, simulate_disaggregated  # noqa: E402
+
+
+def run_student(student, policy, trace, disaggregated=False, **kwargs):
+    """(requests, step_stats, violations) of the student's policy class, run in the worker."""
+    fn = "llmopt.simulator:simulate_disaggregated" if disaggregated else "llmopt.simulator:simulate"
+    try:
+        result = student.library(fn)([r.to_dict() for r in trace], getattr(student, policy),
+                                     strict=False, **kwargs)
+        return result.requests(), result.step_stats(), result.violations.value()
+    except SchedulingError as error:
+        raise AssertionError(f"the simulator stopped your {policy}: {error}") from None
+
+
+def run_reference(policy_cls, trace, disaggregated=False, **kwargs):
+    result = (simulate_disaggregated if disaggregated else simulate)(trace, policy_cls, **kwargs)
+    return result.requests()
+
+
+def check_invariants(requests, stats, violations, num_blocks, max_num_seqs, token_budget=None):
+    assert not violations, f"your scheduler broke the serving contract: {violations[0]}"
+    for r in requests:
+        assert r["finish_s"] is not None, f"request {r['request_id']} never finished"
+        assert r["tokens_emitted"] == r["output_len"], (
+            f"request {r['request_id']} emitted {r['tokens_emitted']} tokens, expected exactly "
+            f"{r['output_len']}")
+    assert max(stats["blocks_used"]) <= num_blocks, (
+        f"{max(stats['blocks_used'])} KV blocks held in one step, over the pool of {num_blocks}")
+    assert max(stats["num_seqs"]) <= max_num_seqs, (
+        f"{max(stats['num_seqs'])} sequences in one step, over max_num_seqs={max_num_seqs}")
+    assert max(stats["leaked_blocks"]) == 0, "a preempted sequence kept its KV blocks: free them"
+    if token_budget is not None:
+        assert max(stats["num_tokens"]) <= token_budget, (
+            f"a step ran {max(stats['num_tokens'])} tokens, over the budget of {token_budget}")

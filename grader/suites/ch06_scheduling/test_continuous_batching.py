@@ -1,0 +1,107 @@
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+from reference_policies import RefContinuous, check_invariants, run_reference, run_student
+
+from llmopt.metrics import summarize
+from llmopt.simulator import StaticBatchingScheduler, simulate
+from llmopt.workload import Request, make_trace
+
+POLICY = "ContinuousBatchingScheduler"
+
+
+@st.composite
+def traces(draw):
+    n = draw(st.integers(2, 24))
+    gaps = draw(st.lists(st.sampled_from([0.0, 0.0, 0.001, 0.01, 0.05]), min_size=n, max_size=n))
+    prompts = draw(st.lists(st.integers(1, 120), min_size=n, max_size=n))
+    outputs = draw(st.lists(st.integers(1, 80), min_size=n, max_size=n))
+    t, trace = 0.0, []
+    for i in range(n):
+        t += gaps[i]
+        trace.append(Request(i, round(t, 6), prompts[i], outputs[i]))
+    biggest = max(-(-(p + o) // 8) for p, o in zip(prompts, outputs))
+    num_blocks = draw(st.integers(biggest + 1, biggest + 60))
+    return trace, num_blocks, draw(st.integers(1, 8))
+
+
+@pytest.mark.points(2.5)
+@pytest.mark.timeout(25)
+@settings(derandomize=True, max_examples=12, deadline=None,
+          suppress_health_check=list(HealthCheck))
+@given(case=traces())
+def test_invariants_on_random_traces(student, case):
+    """budgets respected, every request finishes once with exactly its length, no leaks"""
+    trace, num_blocks, max_num_seqs = case
+    requests, stats, violations = run_student(student, POLICY, trace, num_blocks=num_blocks,
+                                              block_size=8, max_num_seqs=max_num_seqs)
+    check_invariants(requests, stats, violations, num_blocks, max_num_seqs)
+
+
+@pytest.mark.points(1)
+def test_preempted_requests_resume_unchanged(student):
+    """under memory pressure requests are preempted, resumed, and still emit exactly their length"""
+    trace = make_trace(60, 80, seed=21, prompt_median=80, output_median=80, output_sigma=0.7)
+    requests, stats, violations = run_student(student, POLICY, trace, num_blocks=90, max_num_seqs=24)
+    check_invariants(requests, stats, violations, 90, 24)
+    preempted = [r for r in requests if r["num_preemptions"]]
+    assert preempted, "90 blocks cannot hold this trace at once: your scheduler never preempted"
+
+
+@pytest.mark.points(1)
+def test_admission_is_first_come_first_served(student):
+    """with memory to spare, no request gets its first token before an earlier arrival"""
+    trace = make_trace(80, 60, seed=4, arrivals="bursty", burst_size=20, prompt_median=120,
+                       output_median=60)
+    requests, _, violations = run_student(student, POLICY, trace, num_blocks=5000, max_num_seqs=8)
+    assert not violations, violations[0]
+    order = sorted(requests, key=lambda r: (r["arrival_s"], r["request_id"]))
+    for earlier, later in zip(order, order[1:]):
+        assert later["first_token_s"] >= earlier["first_token_s"], (
+            f"request {later['request_id']} got its first token before request "
+            f"{earlier['request_id']}, which arrived first: admit from the front of self.waiting")
+
+
+@pytest.mark.points(1)
+def test_no_request_waits_unboundedly(student):
+    """under steady memory pressure, the worst wait stays close to the reference's"""
+    trace = make_trace(150, 40, seed=5, prompt_median=300, output_median=300, output_sigma=0.6)
+    setup = dict(num_blocks=400, max_num_seqs=32)
+    requests, _, violations = run_student(student, POLICY, trace, **setup)
+    assert not violations, violations[0]
+    reference = run_reference(RefContinuous, trace, **setup)
+    worst = max(r["finish_s"] - r["arrival_s"] for r in requests)
+    ref_worst = max(r["finish_s"] - r["arrival_s"] for r in reference)
+    most = max(r["num_preemptions"] for r in requests)
+    ref_most = max(r["num_preemptions"] for r in reference)
+    assert most <= ref_most + 1, (
+        f"one request was preempted {most} times (reference: {ref_most}): a preempted request "
+        f"should go back to the FRONT of the queue, and the victim should be the newest admitted")
+    assert worst <= 1.1 * ref_worst, (
+        f"the slowest request took {worst:.1f} s end to end, the reference {ref_worst:.1f} s: "
+        f"some request waits far longer than it should")
+
+
+@pytest.mark.points(1.5)
+def test_twice_the_throughput_of_static_batching(student):
+    """at least 2x static batching's throughput on a bursty mixed-length trace"""
+    trace = make_trace(250, 150, seed=31, arrivals="bursty", burst_size=60, prompt_median=180,
+                       output_median=90, output_sigma=1.4)
+    setup = dict(num_blocks=2500, max_num_seqs=32)
+    requests, _, violations = run_student(student, POLICY, trace, **setup)
+    assert not violations, violations[0]
+    static = summarize(simulate(trace, StaticBatchingScheduler, **setup).requests())
+    mine = summarize(requests)
+    ratio = mine["throughput_tok_s"] / static["throughput_tok_s"]
+    assert ratio >= 2.0, f"throughput {ratio:.2f}x static batching's; expected at least 2x"
+
+
+@pytest.mark.points(1)
+def test_goodput_near_the_reference(student):
+    """goodput at least 90% of the reference policy's on a Poisson trace"""
+    trace = make_trace(250, 30, seed=41, prompt_median=400, output_median=150, prompt_max=4000)
+    setup = dict(num_blocks=1200, max_num_seqs=48)
+    requests, _, violations = run_student(student, POLICY, trace, **setup)
+    assert not violations, violations[0]
+    mine = summarize(requests, 2.0, 0.02)["goodput_rps"]
+    ref = summarize(run_reference(RefContinuous, trace, **setup), 2.0, 0.02)["goodput_rps"]
+    assert mine >= 0.9 * ref, f"goodput {mine:.2f} req/s, below 90% of the reference's {ref:.2f}"

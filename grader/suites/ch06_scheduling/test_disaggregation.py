@@ -1,0 +1,67 @@
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+from reference_policies import RefContinuous, RefDecode, check_invariants, run_reference, run_student
+
+from llmopt.metrics import summarize
+from llmopt.workload import Request, make_trace
+
+POLICY = "DecodeScheduler"
+
+
+@st.composite
+def traces(draw):
+    n = draw(st.integers(2, 20))
+    prompts = draw(st.lists(st.integers(1, 400), min_size=n, max_size=n))
+    outputs = draw(st.lists(st.integers(1, 60), min_size=n, max_size=n))
+    gaps = draw(st.lists(st.sampled_from([0.0, 0.001, 0.01]), min_size=n, max_size=n))
+    t, trace = 0.0, []
+    for i in range(n):
+        t += gaps[i]
+        trace.append(Request(i, round(t, 6), prompts[i], outputs[i]))
+    biggest = max(-(-(p + o) // 8) for p, o in zip(prompts, outputs))
+    return trace, draw(st.integers(biggest + 1, biggest + 80)), draw(st.integers(1, 8))
+
+
+@pytest.mark.points(2)
+@pytest.mark.timeout(25)
+@settings(derandomize=True, max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
+@given(case=traces())
+def test_decode_starts_only_after_the_kv_arrived(student, case):
+    """no decode before the KV cache lands; budgets kept; every request finishes exactly once"""
+    trace, num_blocks, max_num_seqs = case
+    requests, stats, violations = run_student(
+        student, POLICY, trace, disaggregated=True, num_blocks=num_blocks, block_size=8,
+        max_num_seqs=max_num_seqs, link_bytes_per_s=2e9)  # a slow link: transfers take a while
+    for r in requests:
+        if r["first_decode_s"] is not None:
+            assert r["first_decode_s"] > r["kv_ready_s"], (
+                f"request {r['request_id']} decoded before its KV cache arrived "
+                f"(t={r['kv_ready_s']:.6f} s): admit only when seq.kv_ready_s <= now")
+    check_invariants(requests, stats, violations, num_blocks, max_num_seqs)
+
+
+@pytest.mark.points(2)
+def test_beats_colocated_goodput_under_a_tight_tpot_slo(student):
+    """1 prefill + 1 decode GPU beat 2 colocated GPUs' goodput under a 10 ms TPOT SLO"""
+    trace = make_trace(250, 20, seed=73, prompt_median=1500, prompt_sigma=0.8, output_median=150,
+                       prompt_max=8000)
+    setup = dict(num_blocks=20000, max_num_seqs=64)
+    requests, _, violations = run_student(student, POLICY, trace, disaggregated=True, **setup)
+    assert not violations, violations[0]
+    mine = summarize(requests, 1.0, 0.010)["goodput_rps"]
+    colocated = summarize(run_reference(RefContinuous, trace, instances=2, **setup), 1.0, 0.010)["goodput_rps"]
+    assert mine > colocated, (f"disaggregated goodput {mine:.2f} req/s does not beat colocated "
+                              f"{colocated:.2f} req/s")
+
+
+@pytest.mark.points(2)
+def test_goodput_near_the_reference(student):
+    """goodput at least 90% of the reference decode scheduler's, with memory pressure"""
+    trace = make_trace(200, 16, seed=81, prompt_median=1000, prompt_sigma=0.8, output_median=200,
+                       prompt_max=6000)
+    setup = dict(num_blocks=2500, max_num_seqs=48, link_bytes_per_s=50e9)
+    requests, _, violations = run_student(student, POLICY, trace, disaggregated=True, **setup)
+    assert not violations, violations[0]
+    mine = summarize(requests, 1.5, 0.015)["goodput_rps"]
+    ref = summarize(run_reference(RefDecode, trace, disaggregated=True, **setup), 1.5, 0.015)["goodput_rps"]
+    assert mine >= 0.9 * ref, f"goodput {mine:.2f} req/s, below 90% of the reference's {ref:.2f}"
