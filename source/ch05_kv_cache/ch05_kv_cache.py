@@ -1,0 +1,1127 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+#   llmcourse:
+#     chapter: ch05_kv_cache
+# ---
+
+# %% [markdown]
+# # Chapter 5 · KV Cache Optimization
+# ## 第5章 KV Cache优化
+#
+# A decoder generates one token at a time, and every new token attends to the keys and
+# values of all the tokens before it. Recompute them at every step and a 512-token answer
+# costs hundreds of full forward passes; keep them and each step touches one token. That
+# memory, the **KV cache**, then becomes the resource a serving system runs out of first.
+# This chapter builds it three times, each time wasting less: recompute, a contiguous
+# cache, and a paged cache with shared prefixes.
+#
+# **Learning goals · 学习目标**
+#
+# 1. Write attention from scratch with a causal mask that stays right when the query is
+#    shorter than the keys (decoding), and with grouped-query (GQA) heads.
+# 2. Decode with a contiguous KV cache through the course engine, token for token equal
+#    to `transformers`, and measure what it saves per token as the sequence grows.
+# 3. Manage KV memory in fixed-size blocks: an allocator with reference counts, a paged
+#    cache with block tables, slot mappings and copy-on-write, and attention that reads
+#    through block tables, in PyTorch and as a Triton kernel.
+# 4. Share the KV of a common prompt prefix across requests with chained block hashes
+#    and LRU eviction, and measure the prefill it saves.
+#
+# **Why it matters in money.** Decode is bound by memory traffic, and how many requests a
+# GPU can batch is bounded by how much KV memory they need. The vLLM authors report that
+# serving systems before paging "waste 60%–80% of memory due to fragmentation and
+# over-reservation", and PagedAttention "a mere waste of under 4%" (vLLM launch blog,
+# 2023, see the course's perf-anchors), for 2–4× throughput at the same latency (arXiv
+# 2309.06180). More requests per GPU is directly fewer GPU-hours per million tokens.
+
+# %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false}
+import hashlib
+import math
+import os
+import random
+import time
+from collections import OrderedDict
+
+if "TRITON_INTERPRET" not in os.environ:
+    import torch
+
+    if not torch.cuda.is_available():  # no GPU: Triton kernels run in its interpreter
+        os.environ["TRITON_INTERPRET"] = "1"
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+import course_config
+from llmopt.engine import NO_TOKEN, Engine, KVView, LlamaWeights, causal_attention
+from llmopt.kv_errors import DoubleFreeError, OutOfBlocksError
+
+SMALL = course_config.SMALL_WORKLOAD  # True under `make test`: shorter measurements
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+torch.manual_seed(0)
+
+# %% [markdown]
+# The course model is a small Llama (6 layers, 8 query heads sharing 2 KV heads, head
+# dimension 32, RoPE). The engine in `llmopt.engine` runs its forward pass with two seams
+# you will fill: an `Attention` function and a `KVCache`. Both speak in **positions**: each
+# token carries its position in its sequence, an empty slot carries `NO_TOKEN` (-1), and
+#
+# $$\text{key } j \text{ is visible to query } i \iff 0 \le \text{pos}[j] \le \text{pos}[i].$$
+
+# %%
+from llmopt.models import load_model, load_tokenizer
+
+model = load_model("course-lm")
+tokenizer = load_tokenizer("course-lm")
+engine = Engine.from_model(model)
+W = engine.weights
+KV_BYTES_PER_TOKEN = 2 * len(W.layers) * W.n_kv_heads * W.head_dim * 4  # K and V, float32
+print(f"{len(W.layers)} layers, {W.n_heads} query heads, {W.n_kv_heads} KV heads, "
+      f"head_dim {W.head_dim}: {KV_BYTES_PER_TOKEN / 1024:.1f} KiB of KV per token")
+
+# %% [markdown]
+# ## 1. Attention, from scratch
+# ### 1. 从零实现注意力
+#
+# Scaled dot-product attention is $\mathrm{softmax}(QK^\top/\sqrt{d})\,V$ with the
+# invisible keys masked out before the softmax. Two details decide whether it is right:
+#
+# - **The causal mask is a rule on positions, not on indices.** During decoding the query
+#   holds one token and the keys hold the whole prefix: query row 0 is at position
+#   $T_k - 1$, and `torch.tril(ones(T_q, T_k))` would let it see only key 0.
+# - **GQA.** With 8 query heads and 2 KV heads, query heads 0–3 read KV head 0 and 4–7
+#   read KV head 1: head $h$ reads KV head $h \,/\!/\, (H / H_{kv})$. That is
+#   `repeat_interleave`, not `repeat` (which would send head 1 to KV head 1).
+#
+# **Exercise 1 · 练习1.** Write `attention`. The oracle is
+# `torch.nn.functional.scaled_dot_product_attention`.
+
+# %% nbgrader={"grade": false, "grade_id": "attention_solution", "locked": false, "schema_version": 3, "solution": true}
+def attention(query, keys, values, query_positions, key_positions):
+    """Scaled dot-product attention under the visibility rule, with GQA heads.
+
+    query:  (B, H, T_q, D); keys, values: (B, H_kv, T_k, D), H a multiple of H_kv;
+            query head h reads KV head h // (H // H_kv).
+    query_positions: (B, T_q) long; key_positions: (B, T_k) long, NO_TOKEN (-1) = empty.
+    Key j is visible to query i iff 0 <= key_positions[j] <= query_positions[i]; T_q may
+    be shorter than T_k (decoding). Scores are scaled by D ** -0.5.
+    Returns (B, H, T_q, D) in the query's dtype, finite everywhere (a query that sees
+    no key at all, e.g. padding, may return anything finite).
+    """
+    ### BEGIN SOLUTION
+    group_size = query.shape[1] // keys.shape[1]  # query heads per KV head
+    keys = keys.repeat_interleave(group_size, dim=1)  # (B, H, T_k, D)
+    values = values.repeat_interleave(group_size, dim=1)  # (B, H, T_k, D)
+    scores = query @ keys.transpose(-1, -2) * query.shape[-1] ** -0.5  # (B, H, T_q, T_k)
+    visible = ((key_positions[:, None, :] >= 0)
+               & (key_positions[:, None, :] <= query_positions[:, :, None]))  # (B, T_q, T_k)
+    scores = scores.masked_fill(~visible[:, None], torch.finfo(scores.dtype).min)
+    weights = torch.softmax(scores.float(), dim=-1).to(query.dtype)
+    return weights @ values  # (B, H, T_q, D)
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "attention", "locked": true, "points": 6, "schema_version": 3, "solution": false}
+# Visible checks: prefill (T_q == T_k) and one decode step (T_q = 1), 8 query / 2 KV heads.
+_q, _k, _v = torch.randn(2, 8, 5, 16), torch.randn(2, 2, 5, 16), torch.randn(2, 2, 5, 16)
+_pos = torch.arange(5).expand(2, 5)
+_want = F.scaled_dot_product_attention(_q, _k.repeat_interleave(4, 1), _v.repeat_interleave(4, 1),
+                                       is_causal=True)
+_got = attention(_q, _k, _v, _pos, _pos)
+assert _got.shape == (2, 8, 5, 16), f"expected shape (2, 8, 5, 16), got {tuple(_got.shape)}"
+assert torch.allclose(_got, _want, atol=1e-5), \
+    "prefill differs from scaled_dot_product_attention(is_causal=True): check the mask and the scale"
+_got = attention(_q[:, :, -1:], _k, _v, _pos[:, -1:], _pos)
+assert torch.allclose(_got, _want[:, :, -1:], atol=1e-5), \
+    "a decode step (one query at position 4) must see all 5 keys: mask by positions, not by indices"
+print("Visible checks passed.")
+### BEGIN HIDDEN TESTS
+from grader import grade; grade("ch05_kv_cache/attention")
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ## 2. A contiguous KV cache
+# ### 2. 连续KV缓存
+#
+# Without a cache, the engine recomputes the keys and values of the whole prefix at every
+# step: step $t$ costs a forward pass over $t$ tokens, and $n$ steps cost $O(n^2)$ token
+# passes. A cache stores each layer's keys and values once, so a step runs the model on
+# one new token and only attention still reads the whole prefix.
+#
+# The simplest cache preallocates, per layer, buffers of shape
+# `(batch, n_kv_heads, max_seq_len, head_dim)` and writes a token's key and value at the
+# slot of its **position**. With left-padded batches, rows then line up by position:
+# slot $p$ of every row holds the token at position $p$, and a slot never written holds
+# `NO_TOKEN`.
+#
+# **Exercise 2 · 练习2.** Write `ContiguousKVCache` (the engine's `KVCache` seam) and
+# `generate_with_cache`, the greedy decoding loop that prefills the prompt once and then
+# feeds the engine one token per step, at the right position.
+
+# %% nbgrader={"grade": false, "grade_id": "contiguous_cache_solution", "locked": false, "schema_version": 3, "solution": true}
+class ContiguousKVCache:
+    """Preallocated per-layer KV buffers; a token is stored at the slot of its position.
+
+    ContiguousKVCache(n_layers, batch_size, n_kv_heads, head_dim, max_seq_len,
+                      dtype=torch.float32, device="cpu")
+    update(layer, keys, values, positions) -> KVView, as the engine's KVCache protocol:
+        keys, values (B, H_kv, T_new, D); positions (B, T_new) long, NO_TOKEN = padding
+        (not stored). Writes each token at slot positions[b, t] of row b, then returns
+        views of slots [0, length) where length = 1 + the largest position stored so far
+        in this layer: keys/values (B, H_kv, length, D) and positions (B, length) holding
+        p at a filled slot p and NO_TOKEN at an empty one. No copies of the whole buffer.
+    A position >= max_seq_len raises ValueError.
+    """
+
+    ### BEGIN SOLUTION
+    def __init__(self, n_layers, batch_size, n_kv_heads, head_dim, max_seq_len,
+                 dtype=torch.float32, device="cpu"):
+        shape = (n_layers, batch_size, n_kv_heads, max_seq_len, head_dim)
+        self.keys = torch.zeros(shape, dtype=dtype, device=device)
+        self.values = torch.zeros(shape, dtype=dtype, device=device)
+        self.positions = torch.full((n_layers, batch_size, max_seq_len), NO_TOKEN,
+                                    dtype=torch.long, device=device)
+        self.lengths = [0] * n_layers  # 1 + the largest position stored, per layer
+        self.max_seq_len = max_seq_len
+
+    def update(self, layer, keys, values, positions):
+        if int(positions.max()) >= self.max_seq_len:
+            raise ValueError(f"position {int(positions.max())} does not fit a cache of "
+                             f"max_seq_len={self.max_seq_len}")
+        rows, columns = torch.nonzero(positions >= 0, as_tuple=True)  # the real tokens
+        slots = positions[rows, columns]
+        self.keys[layer, rows, :, slots] = keys[rows, :, columns]  # (N, H_kv, D)
+        self.values[layer, rows, :, slots] = values[rows, :, columns]
+        self.positions[layer, rows, slots] = slots
+        self.lengths[layer] = max(self.lengths[layer], int(positions.max()) + 1)
+        n = self.lengths[layer]
+        return KVView(self.keys[layer, :, :, :n], self.values[layer, :, :, :n],
+                      self.positions[layer, :, :n])
+    ### END SOLUTION
+
+
+def generate_with_cache(engine, input_ids, attention_mask=None, max_new_tokens=32):
+    """Greedy decoding with a ContiguousKVCache; the same result as engine.generate.
+
+    input_ids (B, T) long, left-padded where attention_mask (B, T) is 0 (None = no padding).
+    Prefill the prompt once through engine.forward(ids, positions, cache), then feed one
+    token per step at its position (1 + the previous position of its row). A row that
+    emitted engine.eos_token_id continues with engine.pad_token_id; stop when every row
+    has (when engine.eos_token_id is None, never stop early).
+    Returns (B, T + n) long: the prompt and the n <= max_new_tokens new tokens.
+    """
+    ### BEGIN SOLUTION
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    w = engine.weights
+    batch, prompt_len = input_ids.shape
+    cache = ContiguousKVCache(len(w.layers), batch, w.n_kv_heads, w.head_dim,
+                              prompt_len + max_new_tokens, dtype=w.embed_tokens.dtype,
+                              device=input_ids.device)
+    positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, NO_TOKEN)
+    tokens, step_ids, step_positions = input_ids, input_ids, positions
+    finished = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            logits = engine.forward(step_ids, step_positions, cache)  # (B, T_step, V)
+            next_token = logits[:, -1].argmax(dim=-1)  # (B,)
+            if engine.eos_token_id is not None:
+                next_token = next_token.masked_fill(finished, engine.pad_token_id)
+                finished |= next_token == engine.eos_token_id
+            step_ids = next_token[:, None]  # (B, 1)
+            step_positions = step_positions[:, -1:] + 1  # (B, 1): the last column is real
+            tokens = torch.cat([tokens, step_ids], dim=1)
+            if finished.all():
+                break
+    return tokens
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "contiguous_cache", "locked": true, "points": 8, "schema_version": 3, "solution": false}
+_cache = ContiguousKVCache(n_layers=1, batch_size=1, n_kv_heads=2, head_dim=4, max_seq_len=8)
+_view = _cache.update(0, torch.ones(1, 2, 3, 4), torch.ones(1, 2, 3, 4), torch.tensor([[0, 1, 2]]))
+assert _view.keys.shape == (1, 2, 3, 4), f"after 3 tokens the view holds 3 slots, got {tuple(_view.keys.shape)}"
+_view = _cache.update(0, 2 * torch.ones(1, 2, 1, 4), torch.ones(1, 2, 1, 4), torch.tensor([[3]]))
+assert _view.positions.tolist() == [[0, 1, 2, 3]], f"positions of the view: {_view.positions.tolist()}"
+assert torch.all(_view.keys[0, :, 3] == 2), "the token at position 3 belongs in slot 3"
+_batch = tokenizer(["def main(argv):\n    ", "import os\n"], return_tensors="pt", padding=True)
+_want = model.generate(**_batch, do_sample=False, max_new_tokens=16)
+_got = generate_with_cache(engine, _batch.input_ids, _batch.attention_mask, max_new_tokens=16)
+assert _got.tolist() == _want.tolist(), \
+    "tokens differ from transformers generate(do_sample=False): check positions during decode"
+print(repr(tokenizer.decode(_got[0], skip_special_tokens=True)))
+print("Visible checks passed.")
+### BEGIN HIDDEN TESTS
+from grader import grade; grade("ch05_kv_cache/contiguous_cache")
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ### What the cache saves, per token · 每个token节省多少
+#
+# One decode step at sequence length $L$: without a cache, a forward pass over all $L$
+# tokens; with it, a forward pass over one token plus attention over $L$ cached keys.
+# The measurement below times both on this machine (median of a few runs each).
+
+# %%
+def median_seconds(fn, repeats=5):
+    fn()  # warm-up
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return float(np.median(samples))
+
+
+def decode_step_seconds(length, cached):
+    ids = torch.randint(0, model.config.vocab_size, (1, length))
+    positions = torch.arange(length)[None]
+    with torch.no_grad():
+        if not cached:  # recompute: the whole prefix plus the new token
+            return median_seconds(lambda: engine.forward(ids, positions))
+        cache = ContiguousKVCache(len(W.layers), 1, W.n_kv_heads, W.head_dim, length + 1)
+        engine.forward(ids[:, :-1], positions[:, :-1], cache)  # prefill length - 1 tokens
+
+        def one_step():
+            cache.lengths = [length - 1] * len(W.layers)  # rewind: the step rewrites one slot
+            engine.forward(ids[:, -1:], positions[:, -1:], cache)
+        return median_seconds(one_step)
+
+
+lengths = [32, 64, 128, 256] if SMALL else [32, 64, 128, 256, 384, 512]
+recompute_s = [decode_step_seconds(n, cached=False) for n in lengths]
+cached_s = [decode_step_seconds(n, cached=True) for n in lengths]
+fig, ax = plt.subplots(figsize=(7, 4))
+ax.plot(lengths, [1e3 * s for s in recompute_s], "o-", label="recompute (no cache)")
+ax.plot(lengths, [1e3 * s for s in cached_s], "o-", label="contiguous KV cache")
+ax.set(xlabel="sequence length", ylabel="ms per decoded token", yscale="log",
+       title=f"Per-token decode latency, course model, {torch.get_num_threads()} CPU threads")
+ax.grid(True, which="both", alpha=0.3)
+ax.legend()
+plt.show()
+CACHE_SPEEDUP = recompute_s[-1] / cached_s[-1]
+print(f"at length {lengths[-1]}: {1e3 * recompute_s[-1]:.1f} ms vs {1e3 * cached_s[-1]:.2f} ms "
+      f"per token, {CACHE_SPEEDUP:.0f}x")
+
+# %% [markdown]
+# The price of the contiguous cache is memory: it must reserve `max_seq_len` slots per
+# request up front, because it cannot know how long the answer will be. The plot below
+# takes a trace of requests of mixed lengths and counts, for a contiguous cache that
+# reserves the model's maximum length, how much of the reserved KV memory holds tokens.
+
+# %%
+MAX_LEN, BLOCK_SIZE = 512, 16
+rng = np.random.default_rng(5)
+trace_lengths = np.clip(rng.lognormal(mean=4.6, sigma=0.7, size=200), 8, MAX_LEN).astype(int)
+used = trace_lengths.sum()
+contiguous_reserved = len(trace_lengths) * MAX_LEN
+paged_reserved = (np.ceil(trace_lengths / BLOCK_SIZE) * BLOCK_SIZE).sum()
+fig, ax = plt.subplots(figsize=(7, 3.5))
+bars = {"contiguous, max-length\nreservation": contiguous_reserved,
+        f"paged, blocks of {BLOCK_SIZE}": paged_reserved}
+for i, (name, reserved) in enumerate(bars.items()):
+    ax.barh(i, used * KV_BYTES_PER_TOKEN / 2**20, color="tab:green", label="tokens" if i == 0 else None)
+    ax.barh(i, (reserved - used) * KV_BYTES_PER_TOKEN / 2**20, left=used * KV_BYTES_PER_TOKEN / 2**20,
+            color="tab:red", label="reserved, unused" if i == 0 else None)
+    ax.text(reserved * KV_BYTES_PER_TOKEN / 2**20, i, f"  {1 - used / reserved:.0%} wasted", va="center")
+ax.set_yticks(range(len(bars)), list(bars))
+ax.set(xlabel="KV memory (MiB)", title=f"{len(trace_lengths)} requests, median length "
+       f"{int(np.median(trace_lengths))} tokens, max {MAX_LEN}")
+ax.legend(loc="lower right")
+plt.show()
+
+# %% [markdown]
+# The synthetic trace's number is an illustration of the mechanism; the measured numbers
+# come from the vLLM paper: existing systems stored actual token states in "only 20.4%–38.2%
+# of the KV cache memory" (arXiv 2309.06180, Fig. 2), and paging wastes under 4 %, only in
+# each sequence's last block. Paging is what the next three exercises build.
+#
+# ## 3. A block allocator
+# ### 3. 块分配器
+#
+# Paging splits KV memory into a fixed pool of **blocks** of `block_size` token slots.
+# A sequence owns a list of blocks, its **block table**, and grows one block at a time, so
+# at most `block_size - 1` slots per sequence are ever wasted. Blocks can be *shared*:
+# a forked sequence (parallel sampling, beam search) or a common prompt prefix points at
+# the same blocks. So each block carries a **reference count**; it returns to the free
+# pool when the count drops to zero, and never before.
+#
+# **Exercise 3 · 练习3.** Write `BlockAllocator`. Its failures raise the course's own
+# exceptions (from `llmopt.kv_errors`), with messages that say what happened.
+
+# %% nbgrader={"grade": false, "grade_id": "block_allocator_solution", "locked": false, "schema_version": 3, "solution": true}
+class BlockAllocator:
+    """A fixed pool of KV blocks, numbered 0 .. num_blocks - 1, with reference counts.
+
+    allocate() -> int: a free block, now with reference count 1; raises OutOfBlocksError
+        when none is free.
+    fork(block) -> int: one more reference to an allocated block (returns the same id);
+        ValueError if the block is not allocated.
+    free(block): drop one reference; the block is free again when none is left. Freeing a
+        block that is not allocated raises DoubleFreeError.
+    ref_count(block) -> int: 0 for a free block.
+    num_free: the number of free blocks (an attribute or property).
+    A block id outside [0, num_blocks) raises ValueError everywhere.
+    """
+
+    ### BEGIN SOLUTION
+    def __init__(self, num_blocks):
+        if num_blocks < 1:
+            raise ValueError(f"num_blocks must be >= 1, got {num_blocks}")
+        self.num_blocks = num_blocks
+        self.ref_counts = [0] * num_blocks
+        self.free_blocks = list(range(num_blocks - 1, -1, -1))  # a stack: pop() gives 0 first
+
+    @property
+    def num_free(self):
+        return len(self.free_blocks)
+
+    def _check(self, block):
+        if not (isinstance(block, int) and 0 <= block < self.num_blocks):
+            raise ValueError(f"block {block!r} is not a block id in [0, {self.num_blocks})")
+
+    def allocate(self):
+        if not self.free_blocks:
+            raise OutOfBlocksError(f"all {self.num_blocks} KV blocks are in use: free a "
+                                   f"sequence or preempt one before allocating")
+        block = self.free_blocks.pop()
+        self.ref_counts[block] = 1
+        return block
+
+    def fork(self, block):
+        self._check(block)
+        if self.ref_counts[block] == 0:
+            raise ValueError(f"block {block} is free: only an allocated block can be shared")
+        self.ref_counts[block] += 1
+        return block
+
+    def free(self, block):
+        self._check(block)
+        if self.ref_counts[block] == 0:
+            raise DoubleFreeError(f"block {block} is already free: it was freed more times "
+                                  f"than it was referenced")
+        self.ref_counts[block] -= 1
+        if self.ref_counts[block] == 0:
+            self.free_blocks.append(block)
+
+    def ref_count(self, block):
+        self._check(block)
+        return self.ref_counts[block]
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "block_allocator", "locked": true, "points": 6, "schema_version": 3, "solution": false}
+_alloc = BlockAllocator(2)
+_a = _alloc.allocate()
+_b = _alloc.allocate()
+assert _a != _b and _alloc.num_free == 0, "two allocations from a pool of 2 give two distinct blocks"
+try:
+    _alloc.allocate()
+except OutOfBlocksError as error:
+    print("OutOfBlocksError as expected:", error)
+else:
+    raise AssertionError("allocating from an empty pool must raise OutOfBlocksError")
+_alloc.fork(_a)
+assert _alloc.ref_count(_a) == 2, "fork adds a reference"
+_alloc.free(_a)
+assert _alloc.num_free == 0, "a block still referenced once is not free"
+_alloc.free(_a)
+assert _alloc.num_free == 1 and _alloc.ref_count(_a) == 0, "the last free returns the block"
+try:
+    _alloc.free(_a)
+except DoubleFreeError as error:
+    print("DoubleFreeError as expected:", error)
+else:
+    raise AssertionError("freeing a free block must raise DoubleFreeError")
+print("Visible checks passed.")
+### BEGIN HIDDEN TESTS
+from grader import grade; grade("ch05_kv_cache/block_allocator")
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ## 4. A paged KV cache
+# ### 4. 分页KV缓存
+#
+# The paged cache keeps one pool per layer, `key_cache[layer]` of shape
+# `(num_blocks, block_size, n_kv_heads, head_dim)` (and the same for values). A token's
+# **slot** is a flat index into the pool, `block * block_size + offset`; the **slot
+# mapping** of a step lists the slot of each new token, so one scatter writes them all.
+# A new block is needed exactly when a sequence's length reaches a multiple of
+# `block_size`.
+#
+# Forking shares every block of the parent, including a partly filled last block. The
+# first sequence to append into a shared partial block must **copy it first**
+# (copy-on-write): allocate a fresh block, copy the filled slots of every layer, drop its
+# reference to the shared one. Otherwise the two sequences overwrite each other's tokens.
+#
+# **Exercise 4 · 练习4.** Write `PagedKVCache` on top of your `BlockAllocator`.
+
+# %% nbgrader={"grade": false, "grade_id": "paged_cache_solution", "locked": false, "schema_version": 3, "solution": true}
+class PagedKVCache:
+    """KV memory in fixed blocks, with per-sequence block tables and copy-on-write forks.
+
+    PagedKVCache(num_blocks, block_size, n_layers, n_kv_heads, head_dim, dtype=torch.float32)
+    Attributes: allocator (a BlockAllocator over the num_blocks blocks), block_size,
+        key_cache, value_cache: (n_layers, num_blocks, block_size, n_kv_heads, head_dim).
+    add_sequence(seq_id): a new, empty sequence (ValueError if seq_id exists).
+    append_slots(seq_id, n) -> list[int]: reserve slots for n more tokens and return their
+        slot mapping, slot = block * block_size + offset, allocating blocks only when
+        needed (a sequence of length L holds ceil(L / block_size) blocks). A shared,
+        partly filled last block is copied first (copy-on-write, all layers).
+    write(layer, slot_mapping, keys, values): store keys, values (n, n_kv_heads, head_dim)
+        at those slots.
+    block_table(seq_id) -> list[int]; seq_len(seq_id) -> int.
+    gather(layer, seq_id) -> (keys, values), each (seq_len, n_kv_heads, head_dim).
+    fork(parent_id, child_id): child shares all of parent's blocks (one more reference each).
+    free(seq_id): drop the sequence and one reference to each of its blocks.
+    Unknown seq_ids raise KeyError; running out of blocks raises OutOfBlocksError.
+    """
+
+    ### BEGIN SOLUTION
+    def __init__(self, num_blocks, block_size, n_layers, n_kv_heads, head_dim,
+                 dtype=torch.float32):
+        self.allocator = BlockAllocator(num_blocks)
+        self.block_size = block_size
+        shape = (n_layers, num_blocks, block_size, n_kv_heads, head_dim)
+        self.key_cache = torch.zeros(shape, dtype=dtype)
+        self.value_cache = torch.zeros(shape, dtype=dtype)
+        self.block_tables = {}  # seq_id -> list of block ids
+        self.seq_lens = {}  # seq_id -> tokens stored
+
+    def add_sequence(self, seq_id):
+        if seq_id in self.block_tables:
+            raise ValueError(f"sequence {seq_id!r} already exists")
+        self.block_tables[seq_id], self.seq_lens[seq_id] = [], 0
+
+    def _copy_on_write(self, seq_id):
+        table, filled = self.block_tables[seq_id], self.seq_lens[seq_id] % self.block_size
+        shared = table[-1]
+        if filled == 0 or self.allocator.ref_count(shared) == 1:
+            return  # the last block is full (never written again) or ours alone
+        fresh = self.allocator.allocate()
+        self.key_cache[:, fresh, :filled] = self.key_cache[:, shared, :filled]
+        self.value_cache[:, fresh, :filled] = self.value_cache[:, shared, :filled]
+        self.allocator.free(shared)
+        table[-1] = fresh
+
+    def append_slots(self, seq_id, n):
+        table, length = self.block_tables[seq_id], self.seq_lens[seq_id]
+        if n > 0 and table:
+            self._copy_on_write(seq_id)
+        needed = -(-(length + n) // self.block_size) - len(table)  # ceil division
+        new_blocks = []
+        try:
+            for _ in range(needed):
+                new_blocks.append(self.allocator.allocate())
+        except OutOfBlocksError:
+            for block in new_blocks:  # all or nothing
+                self.allocator.free(block)
+            raise
+        table.extend(new_blocks)
+        self.seq_lens[seq_id] = length + n
+        return [table[p // self.block_size] * self.block_size + p % self.block_size
+                for p in range(length, length + n)]
+
+    def write(self, layer, slot_mapping, keys, values):
+        slots = torch.as_tensor(slot_mapping, dtype=torch.long)
+        self.key_cache[layer].view(-1, *self.key_cache.shape[-2:])[slots] = keys
+        self.value_cache[layer].view(-1, *self.value_cache.shape[-2:])[slots] = values
+
+    def block_table(self, seq_id):
+        return list(self.block_tables[seq_id])
+
+    def seq_len(self, seq_id):
+        return self.seq_lens[seq_id]
+
+    def gather(self, layer, seq_id):
+        length, table = self.seq_lens[seq_id], torch.tensor(self.block_tables[seq_id], dtype=torch.long)
+        keys = self.key_cache[layer, table].flatten(0, 1)[:length]  # (L, H_kv, D)
+        values = self.value_cache[layer, table].flatten(0, 1)[:length]
+        return keys, values
+
+    def fork(self, parent_id, child_id):
+        if child_id in self.block_tables:
+            raise ValueError(f"sequence {child_id!r} already exists")
+        table = self.block_tables[parent_id]
+        self.block_tables[child_id] = [self.allocator.fork(b) for b in table]
+        self.seq_lens[child_id] = self.seq_lens[parent_id]
+
+    def free(self, seq_id):
+        for block in self.block_tables.pop(seq_id):
+            self.allocator.free(block)
+        del self.seq_lens[seq_id]
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "paged_cache", "locked": true, "points": 8, "schema_version": 3, "solution": false}
+_paged = PagedKVCache(num_blocks=8, block_size=4, n_layers=1, n_kv_heads=1, head_dim=2)
+_paged.add_sequence("a")
+_slots = _paged.append_slots("a", 6)
+assert len(_paged.block_table("a")) == 2, "6 tokens in blocks of 4 need exactly 2 blocks"
+_b0, _b1 = _paged.block_table("a")
+assert _slots == [_b0 * 4, _b0 * 4 + 1, _b0 * 4 + 2, _b0 * 4 + 3, _b1 * 4, _b1 * 4 + 1], \
+    f"slot = block * block_size + offset, got {_slots}"
+_paged.write(0, _slots, torch.arange(6.0)[:, None, None].expand(6, 1, 2), torch.zeros(6, 1, 2))
+_paged.fork("a", "b")
+_paged.write(0, _paged.append_slots("b", 1), torch.full((1, 1, 2), 99.0), torch.zeros(1, 1, 2))
+assert _paged.gather(0, "a")[0][:, 0, 0].tolist() == [0, 1, 2, 3, 4, 5], \
+    "writing to the fork changed the parent: copy the shared partial block before appending"
+assert _paged.gather(0, "b")[0][:, 0, 0].tolist() == [0, 1, 2, 3, 4, 5, 99]
+_paged.free("a")
+_paged.free("b")
+assert _paged.allocator.num_free == 8, "every block is free again once every sequence is freed"
+print("Visible checks passed.")
+### BEGIN HIDDEN TESTS
+from grader import grade; grade("ch05_kv_cache/paged_cache")
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ### A block table, drawn · 块表示意图
+#
+# Three sequences in one pool of 16 blocks of 4 slots: `b` is a fork of `a` that has
+# written one token since (its last block is a private copy), `c` arrived later. Blocks
+# are not contiguous, and the only waste is the unfilled tail of each sequence's last block.
+
+# %%
+demo = PagedKVCache(num_blocks=16, block_size=4, n_layers=1, n_kv_heads=1, head_dim=1)
+demo.allocator.allocate()  # block 0 taken by someone else, to make the layout less tidy
+for seq, n in (("a", 6), ("c", 9)):
+    demo.add_sequence(seq)
+    demo.append_slots(seq, n)
+demo.fork("a", "b")
+demo.append_slots("b", 1)
+colors = {"a": "tab:blue", "b": "tab:orange", "c": "tab:green"}
+fig, ax = plt.subplots(figsize=(9, 2.6))
+for seq in ("a", "b", "c"):
+    length = demo.seq_len(seq)
+    for index, block in enumerate(demo.block_table(seq)):
+        filled = min(4, length - 4 * index)
+        shared = demo.allocator.ref_count(block) > 1
+        for slot in range(4):
+            ax.add_patch(plt.Rectangle((block * 4 + slot, 0), 0.95, 0.9, alpha=1.0 if slot < filled else 0.2,
+                                       color="tab:purple" if shared else colors[seq]))
+    print(f"sequence {seq}: length {length:2d}, block table {demo.block_table(seq)}")
+ax.set(xlim=(0, 64), ylim=(0, 1), yticks=[], xlabel="slot in the pool (block * 4 + offset)",
+       title="Blue a, orange b (fork of a), green c; purple = shared by a and b; faded = reserved, empty")
+for block in range(17):
+    ax.axvline(4 * block - 0.025, color="black", linewidth=0.5)
+plt.show()
+
+# %% [markdown]
+# ## 5. Paged attention
+# ### 5. 分页注意力
+#
+# Attention must now read keys and values through the block table. In PyTorch, the direct
+# way is to gather each sequence's blocks into a dense tensor and run ordinary attention;
+# the price is a copy of the whole context per step. A kernel avoids the copy: it walks
+# the block table itself and reads each block where it lies, keeping a running softmax
+# (maximum, normaliser, weighted sum) so it never needs all the scores at once.
+#
+# The decode case is the one that matters: one query token per sequence, attending to all
+# `context_lens[b]` tokens of its sequence (no mask beyond the length: they are all in
+# the past).
+#
+# **Exercise 5a · 练习5a.** Write `paged_attention` in PyTorch.
+
+# %% nbgrader={"grade": false, "grade_id": "paged_attention_solution", "locked": false, "schema_version": 3, "solution": true}
+def paged_attention(query, key_cache, value_cache, block_tables, context_lens):
+    """Decode attention of one query token per sequence over its paged KV.
+
+    query: (B, H, D); key_cache, value_cache: (num_blocks, block_size, H_kv, D), one layer;
+    block_tables: (B, max_blocks) long, entries past a sequence's blocks are arbitrary
+    (e.g. -1); context_lens: (B,) long, >= 1. Sequence b's token t lives at
+    key_cache[block_tables[b, t // block_size], t % block_size].
+    Query head h reads KV head h // (H // H_kv); scores are scaled by D ** -0.5.
+    Returns (B, H, D) in the query's dtype.
+    """
+    ### BEGIN SOLUTION
+    batch, n_heads, head_dim = query.shape
+    block_size, n_kv_heads = key_cache.shape[1], key_cache.shape[2]
+    max_len = block_tables.shape[1] * block_size
+    tables = block_tables.clamp(min=0)  # unused entries: read any block, masked below
+    keys = key_cache[tables].flatten(1, 2)  # (B, max_len, H_kv, D)
+    values = value_cache[tables].flatten(1, 2)
+    group = n_heads // n_kv_heads
+    query = query.view(batch, n_kv_heads, group, head_dim)  # head h -> (h // group, h % group)
+    scores = torch.einsum("bkgd,btkd->bkgt", query, keys) * head_dim ** -0.5  # (B, H_kv, G, T)
+    valid = torch.arange(max_len, device=query.device)[None] < context_lens[:, None]  # (B, T)
+    scores = scores.masked_fill(~valid[:, None, None], float("-inf"))
+    weights = torch.softmax(scores.float(), dim=-1).to(query.dtype)
+    out = torch.einsum("bkgt,btkd->bkgd", weights, values)  # (B, H_kv, G, D)
+    return out.reshape(batch, n_heads, head_dim)
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "paged_attention", "locked": true, "points": 6, "schema_version": 3, "solution": false}
+def dense_decode_attention(query, keys, values):
+    """The oracle for one sequence: query (H, D), keys/values (T, H_kv, D) -> (H, D)."""
+    group = query.shape[0] // keys.shape[1]
+    k = keys.permute(1, 0, 2).repeat_interleave(group, 0)  # (H, T, D)
+    v = values.permute(1, 0, 2).repeat_interleave(group, 0)
+    return F.scaled_dot_product_attention(query[:, None], k, v)[:, 0]
+
+
+_kc, _vc = torch.randn(10, 4, 2, 8), torch.randn(10, 4, 2, 8)
+_tables = torch.tensor([[7, 2, 5], [3, 9, -1]])  # non-contiguous blocks; -1 = unused
+_lens = torch.tensor([10, 5])  # both last blocks partly filled
+_q = torch.randn(2, 8, 8)
+_out = paged_attention(_q, _kc, _vc, _tables, _lens)
+assert _out.shape == (2, 8, 8), f"expected (B, H, D) = (2, 8, 8), got {tuple(_out.shape)}"
+for _b in range(2):
+    _blocks = _tables[_b][_tables[_b] >= 0]
+    _k = _kc[_blocks].flatten(0, 1)[:_lens[_b]]
+    _v = _vc[_blocks].flatten(0, 1)[:_lens[_b]]
+    assert torch.allclose(_out[_b], dense_decode_attention(_q[_b], _k, _v), atol=1e-5), \
+        f"sequence {_b} differs from dense attention on the same keys: check the gather and the length mask"
+print("Visible checks passed.")
+### BEGIN HIDDEN TESTS
+from grader import grade; grade("ch05_kv_cache/paged_attention")
+### END HIDDEN TESTS
+
+# %% [markdown]
+# **Exercise 5b · 练习5b.** The same contract as a Triton kernel: one program per
+# (sequence, query head) walks the sequence's block table, loads one block of keys and
+# values at a time, and keeps the running maximum $m$, normaliser $\ell$ and weighted sum
+# (online softmax). Without a GPU it runs in Triton's interpreter (`TRITON_INTERPRET=1`,
+# set by the setup cell): slow, but the same code. `block_size` and `head_dim` must be
+# powers of two.
+
+# %% nbgrader={"grade": false, "grade_id": "paged_attention_triton_solution", "locked": false, "schema_version": 3, "solution": true}
+@triton.jit
+def paged_attention_kernel(query_ptr, key_ptr, value_ptr, table_ptr, lens_ptr, out_ptr,
+                           scale, max_blocks, n_heads, group_size,
+                           stride_block, stride_slot, stride_head,
+                           BLOCK_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr):
+    """One program: sequence program_id(0), query head program_id(1)."""
+    ### BEGIN SOLUTION
+    seq = tl.program_id(0)
+    head = tl.program_id(1)
+    kv_head = head // group_size
+    dims = tl.arange(0, HEAD_DIM)
+    slots = tl.arange(0, BLOCK_SIZE)
+    q = tl.load(query_ptr + (seq * n_heads + head) * HEAD_DIM + dims).to(tl.float32)
+    length = tl.load(lens_ptr + seq)
+    running_max = tl.max(tl.full([BLOCK_SIZE], float("-inf"), tl.float32), axis=0)
+    normaliser = tl.sum(tl.zeros([BLOCK_SIZE], tl.float32), axis=0)
+    acc = tl.zeros([HEAD_DIM], tl.float32)
+    for index in range(0, tl.cdiv(length, BLOCK_SIZE)):
+        block = tl.load(table_ptr + seq * max_blocks + index)
+        offsets = (block * stride_block + slots[:, None] * stride_slot + kv_head * stride_head
+                   + dims[None, :])  # (BLOCK_SIZE, HEAD_DIM)
+        k = tl.load(key_ptr + offsets).to(tl.float32)
+        scores = tl.sum(k * q[None, :], axis=1) * scale  # (BLOCK_SIZE,)
+        scores = tl.where(index * BLOCK_SIZE + slots < length, scores, float("-inf"))
+        new_max = tl.maximum(running_max, tl.max(scores, axis=0))
+        p = tl.exp(scores - new_max)
+        rescale = tl.exp(running_max - new_max)
+        v = tl.load(value_ptr + offsets).to(tl.float32)
+        acc = acc * rescale + tl.sum(p[:, None] * v, axis=0)
+        normaliser = normaliser * rescale + tl.sum(p, axis=0)
+        running_max = new_max
+    tl.store(out_ptr + (seq * n_heads + head) * HEAD_DIM + dims, acc / normaliser)
+    ### END SOLUTION
+
+
+def paged_attention_triton(query, key_cache, value_cache, block_tables, context_lens):
+    """paged_attention's contract, computed by paged_attention_kernel (float32 output
+    cast to the query's dtype). Launch grid: (B, H)."""
+    ### BEGIN SOLUTION
+    batch, n_heads, head_dim = query.shape
+    query = query.contiguous()
+    block_tables = block_tables.contiguous()
+    out = torch.empty(batch, n_heads, head_dim, dtype=torch.float32, device=query.device)
+    paged_attention_kernel[(batch, n_heads)](
+        query, key_cache, value_cache, block_tables, context_lens, out,
+        head_dim ** -0.5, block_tables.shape[1], n_heads, n_heads // key_cache.shape[2],
+        key_cache.stride(0), key_cache.stride(1), key_cache.stride(2),
+        BLOCK_SIZE=key_cache.shape[1], HEAD_DIM=head_dim)
+    return out.to(query.dtype)
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "paged_attention_triton", "locked": true, "points": 4, "schema_version": 3, "solution": false}
+_kc_d, _vc_d = _kc.to(DEVICE), _vc.to(DEVICE)
+_out_triton = paged_attention_triton(_q.to(DEVICE), _kc_d, _vc_d, _tables.to(DEVICE), _lens.to(DEVICE))
+assert _out_triton.shape == (2, 8, 8), f"expected (2, 8, 8), got {tuple(_out_triton.shape)}"
+assert torch.allclose(_out_triton.cpu(), paged_attention(_q, _kc, _vc, _tables, _lens), atol=1e-4), \
+    "the Triton kernel differs from paged_attention: check the block-table walk and the online softmax"
+print("Visible checks passed.")
+### BEGIN HIDDEN TESTS
+from grader import grade; grade("ch05_kv_cache/paged_attention_triton")
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ### What the gather costs · 收集操作的代价
+#
+# Same data, two layouts: dense attention over contiguous keys, and your PyTorch paged
+# attention over a shuffled block layout. On a GPU the kernel's figure of merit is
+# bandwidth: the keys and values it reads per second, as a fraction of the copy bandwidth
+# `llmopt.calibrate()` measures on the device (the grader checks it there).
+
+# %%
+def paged_vs_dense(batch=8, context=512, block_size=16, n_heads=8, n_kv_heads=2, head_dim=32):
+    blocks_per_seq = context // block_size
+    keys = torch.randn(batch, context, n_kv_heads, head_dim)
+    values = torch.randn(batch, context, n_kv_heads, head_dim)
+    query = torch.randn(batch, n_heads, head_dim)
+    order = torch.randperm(batch * blocks_per_seq)  # block i of the dense layout lives at order[i]
+    key_cache = torch.empty(batch * blocks_per_seq, block_size, n_kv_heads, head_dim)
+    value_cache = torch.empty_like(key_cache)
+    key_cache[order] = keys.reshape(-1, block_size, n_kv_heads, head_dim)
+    value_cache[order] = values.reshape(-1, block_size, n_kv_heads, head_dim)
+    tables = order.view(batch, blocks_per_seq)
+    lens = torch.full((batch,), context)
+    k = keys.permute(0, 2, 1, 3)  # (B, H_kv, T, D)
+    v = values.permute(0, 2, 1, 3).contiguous()
+    k = k.contiguous()
+    dense = lambda: F.scaled_dot_product_attention(query[:, :, None], k, v, enable_gqa=True)  # noqa: E731
+    paged = lambda: paged_attention(query, key_cache, value_cache, tables, lens)  # noqa: E731
+    assert torch.allclose(paged(), dense()[:, :, 0], atol=1e-4)
+    return median_seconds(dense, 9), median_seconds(paged, 9)
+
+
+dense_s, paged_s = paged_vs_dense()
+print(f"dense {1e6 * dense_s:.0f} us, paged (PyTorch gather) {1e6 * paged_s:.0f} us: "
+      f"paged is {paged_s / dense_s:.1f}x the dense time on the same data")
+
+# %% [markdown]
+# ## 6. Prefix caching
+# ### 6. 前缀缓存
+#
+# Chat requests repeat themselves: every turn of a conversation resends the system prompt
+# and the history. If the KV of a full block depends only on the tokens up to and
+# including it, a block computed once can serve every request whose prefix is identical.
+# The block's identity must therefore cover **the whole prefix**: a hash chained over the
+# blocks, $h_i = \mathrm{hash}(h_{i-1}, \text{tokens of block } i)$. Hashing a block's own
+# tokens alone would share the KV of "`return x`" computed after one prefix with a request
+# where it follows another, and RoPE and attention make those KV different.
+#
+# Freed blocks keep their KV and their hash: they are *cached*, reusable by a later hit
+# until memory runs short, when the least recently used unreferenced cached block is
+# evicted. Only full blocks are shared; the block holding the prompt's last token is
+# always computed afresh (its logits start the answer).
+#
+# **Exercise 6 · 练习6.** Write `chained_block_hashes` and `PrefixCache`.
+
+# %% nbgrader={"grade": false, "grade_id": "prefix_cache_solution", "locked": false, "schema_version": 3, "solution": true}
+def chained_block_hashes(token_ids, block_size):
+    """One hash per *full* block of token_ids (a list of ints): h_i = H(h_{i-1}, block i).
+
+    Equal prefixes give equal hashes; blocks with equal tokens after different prefixes
+    give different hashes. Deterministic across processes (no salted hash()). Returns a
+    list of ints of length len(token_ids) // block_size.
+    """
+    ### BEGIN SOLUTION
+    hashes, previous = [], b""
+    for start in range(0, len(token_ids) - block_size + 1, block_size):
+        block = token_ids[start:start + block_size]
+        digest = hashlib.sha256(previous + b"|" + ",".join(map(str, block)).encode()).digest()
+        hashes.append(int.from_bytes(digest[:8], "little"))
+        previous = digest
+    return hashes
+    ### END SOLUTION
+
+
+class PrefixCache:
+    """Block bookkeeping with prefix sharing and LRU eviction (KV tensors live elsewhere).
+
+    PrefixCache(num_blocks, block_size)
+    allocate(token_ids) -> (block_table, num_cached_tokens): blocks for a prompt. Walk its
+        full blocks, except a block holding the prompt's last token, in order; while each
+        block's chained hash is cached, reuse that block (one more reference; a cached
+        block nobody references leaves the eviction list). From the first miss on, every
+        block is new. A new full block is registered under its hash (unless that hash is
+        already cached); the partial last block is never registered. A new block comes
+        from the free blocks, else by evicting the least recently freed cached block
+        (its hash is forgotten), else OutOfBlocksError (nothing stays allocated).
+        num_cached_tokens = block_size * (number of reused blocks).
+    free(block_table): one reference less per block; a block left unreferenced becomes
+        evictable if registered (most recently used last), else free.
+    ref_count(block) -> int; num_free_blocks() -> int: free + evictable blocks.
+    stats() -> {"queried_blocks": int, "hit_blocks": int}: cumulative over allocate()
+        calls, counting the blocks that were eligible for reuse and those reused.
+    """
+
+    ### BEGIN SOLUTION
+    def __init__(self, num_blocks, block_size):
+        self.block_size = block_size
+        self.ref_counts = [0] * num_blocks
+        self.free_blocks = list(range(num_blocks - 1, -1, -1))
+        self.cached = {}  # hash -> block holding that prefix's KV
+        self.hash_of = {}  # block -> its registered hash
+        self.evictable = OrderedDict()  # unreferenced cached blocks, least recently used first
+        self.queried_blocks = self.hit_blocks = 0
+
+    def _new_block(self):
+        if self.free_blocks:
+            return self.free_blocks.pop()
+        if self.evictable:
+            block, _ = self.evictable.popitem(last=False)  # the least recently used
+            del self.cached[self.hash_of.pop(block)]
+            return block
+        raise OutOfBlocksError(f"all {len(self.ref_counts)} blocks are referenced by running "
+                               f"requests; none is free or evictable")
+
+    def allocate(self, token_ids):
+        hashes = chained_block_hashes(token_ids, self.block_size)
+        shareable = (len(token_ids) - 1) // self.block_size  # blocks before the last token's
+        n_blocks = -(-len(token_ids) // self.block_size)
+        table, hits, missed = [], 0, False
+        try:
+            for index in range(n_blocks):
+                h = hashes[index] if index < len(hashes) else None
+                if index < shareable and not missed and h in self.cached:
+                    block = self.cached[h]
+                    self.evictable.pop(block, None)
+                    self.ref_counts[block] += 1
+                    hits += 1
+                else:
+                    missed = True
+                    block = self._new_block()
+                    self.ref_counts[block] = 1
+                    if h is not None and h not in self.cached:
+                        self.cached[h], self.hash_of[block] = block, h
+                table.append(block)
+        except OutOfBlocksError:
+            self.free(table)
+            raise
+        self.queried_blocks += shareable
+        self.hit_blocks += hits
+        return table, hits * self.block_size
+
+    def free(self, block_table):
+        for block in block_table:
+            if self.ref_counts[block] == 0:
+                raise DoubleFreeError(f"block {block} is not referenced")
+            self.ref_counts[block] -= 1
+            if self.ref_counts[block] == 0:
+                if block in self.hash_of:
+                    self.evictable[block] = None  # most recently used: evicted last
+                else:
+                    self.free_blocks.append(block)
+
+    def ref_count(self, block):
+        return self.ref_counts[block]
+
+    def num_free_blocks(self):
+        return len(self.free_blocks) + len(self.evictable)
+
+    def stats(self):
+        return {"queried_blocks": self.queried_blocks, "hit_blocks": self.hit_blocks}
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "prefix_cache", "locked": true, "points": 8, "schema_version": 3, "solution": false}
+assert chained_block_hashes([1, 2, 3, 4, 5], 2)[:2] == chained_block_hashes([1, 2, 3, 4], 2), \
+    "equal prefixes must give equal block hashes"
+assert len(chained_block_hashes([1, 2, 3, 4, 5], 2)) == 2, "one hash per full block"
+assert chained_block_hashes([9, 9, 3, 4], 2)[1] != chained_block_hashes([1, 2, 3, 4], 2)[1], \
+    "the same block after a different prefix must hash differently: chain the hashes"
+_pc = PrefixCache(num_blocks=6, block_size=2)
+_t1, _c1 = _pc.allocate([1, 2, 3, 4, 5])
+assert _c1 == 0 and len(_t1) == 3, "the first request finds nothing cached and needs 3 blocks"
+_pc.free(_t1)
+_t2, _c2 = _pc.allocate([1, 2, 3, 4, 7, 8, 9])
+assert _c2 == 4 and _t2[:2] == _t1[:2], "the second request reuses the 2 full blocks of [1, 2, 3, 4]"
+print(_pc.stats())
+print("Visible checks passed.")
+### BEGIN HIDDEN TESTS
+from grader import grade; grade("ch05_kv_cache/prefix_cache")
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ### Hit rate on a multi-turn chat · 多轮对话的命中率
+#
+# A trace of chat sessions that share one system prompt; every turn resends the whole
+# history plus a new user message. Each request allocates its prompt's blocks, then frees
+# them when it ends (the blocks stay cached). We count the prefill tokens the cache saved,
+# and turn them into time to first token (TTFT) with the prefill time measured on the
+# course model. Then we check the claim that matters most: a request served from cached
+# blocks produces the same tokens as one computed from scratch.
+
+# %%
+def chat_trace(n_sessions, turns, seed=0):
+    """Prompts (token id lists) of a multi-turn chat trace with a shared system prompt."""
+    rng = random.Random(seed)
+    system = tokenizer("# You are a careful Python assistant. Answer with code only.\n"
+                       "import os\nimport sys\n\n")["input_ids"]
+    prompts = []
+    for _ in range(n_sessions):
+        history = list(system)
+        for _ in range(turns):
+            history += [rng.randrange(3, model.config.vocab_size) for _ in range(rng.randint(8, 40))]
+            prompts.append(list(history))  # the request: everything so far
+            history += [rng.randrange(3, model.config.vocab_size) for _ in range(rng.randint(8, 40))]
+    return prompts
+
+
+trace = chat_trace(n_sessions=4 if SMALL else 8, turns=4)
+prefix_cache = PrefixCache(num_blocks=256, block_size=16)
+prompt_tokens = saved_tokens = 0
+for prompt in trace:
+    table, cached_tokens = prefix_cache.allocate(prompt)
+    prompt_tokens, saved_tokens = prompt_tokens + len(prompt), saved_tokens + cached_tokens
+    prefix_cache.free(table)
+stats = prefix_cache.stats()
+hit_rate = stats["hit_blocks"] / max(1, stats["queried_blocks"])
+print(f"{len(trace)} requests: block hit rate {hit_rate:.0%}, prefill tokens saved "
+      f"{saved_tokens} of {prompt_tokens} ({saved_tokens / prompt_tokens:.0%})")
+
+prefill_s = {n: median_seconds(lambda n=n: engine.forward(torch.zeros(1, n, dtype=torch.long),
+                                                           torch.arange(n)[None]), 3)
+             for n in (16, 64, 128, 256)}
+per_token_s = np.polyfit(list(prefill_s), list(prefill_s.values()), 1)[0]
+print(f"prefill costs about {1e3 * per_token_s:.2f} ms per token here: the cache saved "
+      f"about {1e3 * per_token_s * saved_tokens / len(trace):.0f} ms of TTFT per request")
+
+# %% [markdown]
+# And the check: the KV of a cached prefix, reused for a new request, gives the same
+# tokens as recomputing it. The KV of the cached blocks is copied into a contiguous cache
+# (a real engine reads it in place with paged attention), only the uncached suffix is
+# prefilled, and the result is compared with `transformers`.
+
+# %%
+def generate_reusing_prefix(prompt_ids, prefix_view_per_layer, prefix_len, max_new_tokens=12):
+    """Prefill only prompt_ids[prefix_len:], with the prefix's KV preloaded into the cache."""
+    cache = ContiguousKVCache(len(W.layers), 1, W.n_kv_heads, W.head_dim, len(prompt_ids) + max_new_tokens)
+    for layer, (keys, values) in enumerate(prefix_view_per_layer):
+        cache.update(layer, keys[:, :, :prefix_len], values[:, :, :prefix_len], torch.arange(prefix_len)[None])
+    ids = torch.tensor([prompt_ids])
+    tokens, step_ids, step_pos = ids, ids[:, prefix_len:], torch.arange(prefix_len, len(prompt_ids))[None]
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            next_token = engine.forward(step_ids, step_pos, cache)[:, -1].argmax(-1, keepdim=True)
+            tokens, step_ids, step_pos = torch.cat([tokens, next_token], 1), next_token, step_pos[:, -1:] + 1
+    return tokens
+
+
+first, second = trace[0], trace[1]  # turn 2 of session 1 extends turn 1
+reuse = PrefixCache(num_blocks=64, block_size=16)
+reuse.free(reuse.allocate(first)[0])
+_, hit_tokens = reuse.allocate(second)
+recording = ContiguousKVCache(len(W.layers), 1, W.n_kv_heads, W.head_dim, len(first))
+with torch.no_grad():
+    engine.forward(torch.tensor([first]), torch.arange(len(first))[None], recording)
+prefix_kv = [(recording.keys[layer], recording.values[layer]) for layer in range(len(W.layers))]
+reused = generate_reusing_prefix(second, prefix_kv, hit_tokens)
+fresh = model.generate(torch.tensor([second]), do_sample=False, max_new_tokens=12, eos_token_id=None)
+print(f"{hit_tokens} of {len(second)} prompt tokens served from the cache; "
+      f"tokens identical to transformers: {reused.tolist() == fresh.tolist()}")
+
+# %% [markdown]
+# ## Common pitfalls · 常见误区
+#
+# Each pitfall below runs the buggy variant next to yours and shows it failing.
+#
+# **1. RoPE position offset during decode.** The new token's key and query must be rotated
+# for its real position, not for its index in this step's input (which is always 0).
+
+# %%
+def generate_with_step_positions(prompt, n=12):
+    ids = tokenizer(prompt, return_tensors="pt").input_ids
+    cache = ContiguousKVCache(len(W.layers), 1, W.n_kv_heads, W.head_dim, ids.shape[1] + n)
+    with torch.no_grad():
+        logits = engine.forward(ids, torch.arange(ids.shape[1])[None], cache)
+        out = [int(logits[0, -1].argmax())]
+        for step in range(n - 1):  # BUG: position 0 for every new token, and written to slot 0
+            logits = engine.forward(torch.tensor([[out[-1]]]), torch.zeros(1, 1, dtype=torch.long), cache)
+            out.append(int(logits[0, -1].argmax()))
+    return tokenizer.decode(out)
+
+
+prompt = "def read_lines(path):\n    with open(path) as f:\n"
+right = generate_with_cache(engine, tokenizer(prompt, return_tensors="pt").input_ids, max_new_tokens=12)
+print("right positions:", repr(tokenizer.decode(right[0, -12:])))
+print("position 0     :", repr(generate_with_step_positions(prompt)))
+
+# %% [markdown]
+# **2. `repeat` instead of `repeat_interleave` for GQA heads.** `repeat` tiles the KV heads
+# (0, 1, 0, 1, ...), so query head 1 reads KV head 1 instead of 0. The shapes are right
+# and nothing crashes; only the numbers are wrong.
+
+# %%
+q, k, v = torch.randn(1, 8, 4, 16), torch.randn(1, 2, 4, 16), torch.randn(1, 2, 4, 16)
+pos = torch.arange(4)[None]
+oracle = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+tiled = F.scaled_dot_product_attention(q, k.repeat(1, 4, 1, 1), v.repeat(1, 4, 1, 1), is_causal=True)
+print(f"repeat_interleave: max error {(attention(q, k, v, pos, pos) - oracle).abs().max():.1e}; "
+      f"repeat: max error {(tiled - oracle).abs().max():.2f}")
+
+# %% [markdown]
+# **3. A causal mask by index when the query is shorter than the keys.** `is_causal=True`
+# (and `torch.tril`) align the mask to the top-left corner: a single decode query then
+# sees only the first key instead of all of them.
+
+# %%
+one_query = q[:, :, -1:]
+top_left = F.scaled_dot_product_attention(one_query, k.repeat_interleave(4, 1), v.repeat_interleave(4, 1),
+                                          is_causal=True)
+print(f"decode step, index mask: max error {(top_left - oracle[:, :, -1:]).abs().max():.2f}; "
+      f"position mask: {(attention(one_query, k, v, pos[:, -1:], pos) - oracle[:, :, -1:]).abs().max():.1e}")
+
+# %% [markdown]
+# **4. Freeing a block that is still shared.** A forked sequence that returns its blocks
+# straight to the free list, ignoring reference counts, hands the parent's live block to
+# the next request, which overwrites it. With reference counts, the parent's data survives.
+
+# %%
+naive_free_list = []
+shared = PagedKVCache(num_blocks=4, block_size=4, n_layers=1, n_kv_heads=1, head_dim=1)
+shared.add_sequence("parent")
+shared.write(0, shared.append_slots("parent", 4), torch.ones(4, 1, 1), torch.ones(4, 1, 1))
+shared.fork("parent", "child")
+naive_free_list += shared.block_table("child")  # BUG: ignores that "parent" still uses it
+print(f"naive: block {naive_free_list[0]} goes back to the pool while the parent's table "
+      f"{shared.block_table('parent')} still points at it")
+shared.free("child")
+shared.add_sequence("next")
+shared.write(0, shared.append_slots("next", 4), torch.zeros(4, 1, 1), torch.zeros(4, 1, 1))
+print("with reference counts, the parent still reads", shared.gather(0, "parent")[0].flatten().tolist())
+
+# %% [markdown]
+# ## Practical checklist · 实战检查清单
+#
+# - [ ] Positions, not indices: RoPE and the causal mask of a decode step use each token's
+#   real position (and left padding shifts it per row).
+# - [ ] GQA: query head $h$ reads KV head $h \,/\!/\, (H/H_{kv})$: `repeat_interleave`.
+# - [ ] Check the cache against generation without it, token for token, on padded batches.
+# - [ ] Size KV memory from bytes per token: $2 \times$ layers $\times$ KV heads $\times$
+#   head_dim $\times$ bytes per element, times the tokens you will hold.
+# - [ ] Paged: blocks are reference-counted; copy a shared partial block before writing.
+# - [ ] After every request is freed, every block is free again (no leak).
+# - [ ] Prefix cache: chain the hashes over the whole prefix; never share the block that
+#   holds the prompt's last token; evict unreferenced blocks least recently used first.
+# - [ ] Report cache hit rate and prefill tokens saved on *your* traffic before you count
+#   on them.
+#
+# ## ROI box · ROI计算框
+#
+# The cache multiplies decode throughput by the measured per-token speed-up $s$ (above,
+# at the longest length measured). With the chapter-1 formula,
+#
+# $$c = \frac{\text{GPUs} \times \text{USD per GPU-hour}}{\text{tokens/s} \times 3600 \times \text{utilisation}} \times 10^6,
+# \qquad c_\text{cached} = c / s.$$
+#
+# The GPU price and the baseline throughput below are **assumptions for illustration**;
+# the speed-up is the one measured on this machine for the course model, and a large
+# model's will differ: measure yours.
+
+# %%
+def cost_per_million_tokens(tokens_per_second, gpu_hourly_usd, utilization=1.0, num_gpus=1):
+    return num_gpus * gpu_hourly_usd / (tokens_per_second * 3600 * utilization) * 1e6
+
+
+ASSUMED_GPU_HOURLY_USD = 2.50  # an assumption: your provider's price per GPU-hour
+ASSUMED_RECOMPUTE_TOK_S = 100.0  # an assumption: aggregate tokens/s without a KV cache
+without = cost_per_million_tokens(ASSUMED_RECOMPUTE_TOK_S, ASSUMED_GPU_HOURLY_USD, utilization=0.6)
+with_cache = cost_per_million_tokens(ASSUMED_RECOMPUTE_TOK_S * CACHE_SPEEDUP, ASSUMED_GPU_HOURLY_USD,
+                                     utilization=0.6)
+print(f"without a KV cache: {without:.2f} USD per 1M tokens; with it ({CACHE_SPEEDUP:.0f}x per token "
+      f"at length {lengths[-1]}): {with_cache:.3f} USD per 1M tokens")
