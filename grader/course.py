@@ -64,10 +64,11 @@ def nbgrader(*args: str, course_dir: Path = ROOT, check: bool = True) -> subproc
 
 
 def _normalize(path: Path) -> None:
-    """Strip what makes two builds of the same text differ (nbgrader's execution noise)."""
+    """Strip what makes two builds of the same text differ (kernel versions, timestamps)."""
     nb = nbformat.read(path, as_version=4)
-    nb.metadata.pop("language_info", None)
     nb.metadata["language_info"] = {"name": "python"}
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
     nbformat.write(nb, path)
 
 
@@ -83,6 +84,8 @@ def solutions() -> None:
     """Executed reference notebooks, hidden tests removed: solutions/<chapter>/."""
     for ch in course_config.ACTIVE_CHAPTERS:
         nbgrader("generate_solution", ch.slug, "--force")
+        for path in sorted((ROOT / "solutions" / ch.slug).glob("*.ipynb")):
+            _normalize(path)
 
 
 def scratch_course(course_dir: Path, chapters=course_config.ACTIVE_CHAPTERS) -> Path:
