@@ -3,9 +3,10 @@ import torch
 import torch.nn.functional as F
 
 
-def random_layout(gen, B, H, H_kv, D, block_size, max_len, num_blocks=None, dtype=torch.float32):
+def random_layout(gen, B, H, H_kv, D, block_size, max_len, num_blocks=None, dtype=torch.float32,
+                  full=False):
     """Random lengths (last blocks partly filled), shuffled non-contiguous blocks, -1 padding."""
-    lens = torch.randint(1, max_len + 1, (B,), generator=gen)
+    lens = torch.full((B,), max_len) if full else torch.randint(1, max_len + 1, (B,), generator=gen)
     blocks_per_seq = [-(-int(n) // block_size) for n in lens]
     max_blocks = max(blocks_per_seq)
     num_blocks = num_blocks or sum(blocks_per_seq) + 3

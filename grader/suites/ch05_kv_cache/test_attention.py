@@ -23,7 +23,7 @@ def check(student, gen, B, H, H_kv, D, T_q, T_k, query_positions, key_positions,
     k = torch.randn(B, H_kv, T_k, D, generator=gen)
     v = torch.randn(B, H_kv, T_k, D, generator=gen)
     want, visible = oracle(q, k, v, query_positions, key_positions)
-    got = student.attention(q, k, v, query_positions, key_positions)
+    got = student.attention(q, k, v, query_positions.clone(), key_positions.clone())
     assert isinstance(got, torch.Tensor) and tuple(got.shape) == (B, H, T_q, D), (
         f"{what}: return a tensor of shape (B, H, T_q, D) = {(B, H, T_q, D)}, got "
         f"{tuple(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__}")
@@ -81,5 +81,5 @@ def test_keeps_the_query_dtype(student):
     q, k, v = torch.randn(1, 4, 5, 8, dtype=torch.float64), torch.randn(1, 2, 5, 8, dtype=torch.float64), \
         torch.randn(1, 2, 5, 8, dtype=torch.float64)
     pos = torch.arange(5)[None]
-    got = student.attention(q, k, v, pos, pos)
+    got = student.attention(q, k, v, pos, pos.clone())
     assert got.dtype == torch.float64, f"return the query's dtype (float64), got {got.dtype}"

@@ -33,8 +33,7 @@ def test_bandwidth_at_long_context(student):
     """on a GPU: K/V read at >= 25 % of the calibrated copy bandwidth at 8k context, fp16"""
     gen = torch.Generator().manual_seed(509)
     B, H, H_kv, D, block_size, context = 8, 32, 8, 128, 16, 8192
-    args = random_layout(gen, B, H, H_kv, D, block_size, context, dtype=torch.float16)
-    args = (*args[:4], torch.full((B,), context))
+    args = random_layout(gen, B, H, H_kv, D, block_size, context, dtype=torch.float16, full=True)
     small = random_layout(gen, 2, 8, 2, 64, 16, 300, dtype=torch.float16)
     got = student.paged_attention_triton(*(a.cuda() for a in small))
     check(got, dense_oracle(*small), "fp16 on the GPU, before timing", atol=2e-2)

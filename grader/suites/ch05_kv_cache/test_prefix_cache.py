@@ -94,7 +94,7 @@ def test_hits_are_the_same_prefix(student):
     """every hit block holds exactly the request's prefix (a tiny vocabulary makes equal
     blocks after different prefixes common), and no live block is handed out twice"""
     block_size = 2
-    cache = student.PrefixCache(40, block_size)
+    cache = student.PrefixCache(200, block_size)
     rng = random.Random(513)
     content = {}  # block -> the token prefix whose KV it holds, in the judge's model
     live = []
@@ -112,11 +112,11 @@ def test_hits_are_the_same_prefix(student):
                 assert block not in in_use, f"block {block} is handed out while a live request uses it"
                 content[block] = prefix
         live.append(table)
-        if len(live) > 3 or rng.random() < 0.5:
+        if len(live) > 2 or rng.random() < 0.5:
             cache.free(live.pop(rng.randrange(len(live))))
     for table in live:
         cache.free(table)
-    assert cache.num_free_blocks() == 40, "after every request is freed, every block is free or evictable"
+    assert cache.num_free_blocks() == 200, "after every request is freed, every block is free or evictable"
 
 
 @pytest.mark.points(2)
