@@ -1,5 +1,5 @@
-"""Negative control: decode positions are column indices, ignoring left padding (wrong position ids)."""
-_reference_generate_with_cache = generate_with_cache
+"""Negative control: decode positions are column indices (ignoring left padding), while the
+prefill's are right: wrong position ids for every padded row."""
 
 
 def generate_with_cache(engine, input_ids, attention_mask=None, max_new_tokens=32):
@@ -8,8 +8,7 @@ def generate_with_cache(engine, input_ids, attention_mask=None, max_new_tokens=3
     w = engine.weights
     batch, prompt_len = input_ids.shape
     cache = ContiguousKVCache(len(w.layers), batch, w.n_kv_heads, w.head_dim, prompt_len + max_new_tokens)
-    columns = torch.arange(prompt_len).expand(batch, prompt_len)
-    positions = columns.masked_fill(attention_mask == 0, NO_TOKEN)  # BUG: padding not subtracted
+    positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, NO_TOKEN)
     tokens, step_ids, step_positions = input_ids, input_ids, positions
     finished = torch.zeros(batch, dtype=torch.bool)
     with torch.no_grad():
@@ -18,7 +17,8 @@ def generate_with_cache(engine, input_ids, attention_mask=None, max_new_tokens=3
             if engine.eos_token_id is not None:
                 next_token = next_token.masked_fill(finished, engine.pad_token_id)
                 finished |= next_token == engine.eos_token_id
-            step_ids, step_positions = next_token[:, None], step_positions[:, -1:] + 1
+            step_ids = next_token[:, None]
+            step_positions = torch.full((batch, 1), tokens.shape[1])  # BUG: the column, not the position
             tokens = torch.cat([tokens, step_ids], dim=1)
             if finished.all():
                 break
