@@ -656,9 +656,8 @@ for name, cls, extra in (("continuous", ContinuousBatchingScheduler, {}),
 class Greedy(ContinuousBatchingScheduler):
     def schedule(self, now):
         batch = Batch()
-        while self.waiting:
-            seq = self.waiting.popleft()
-            self.running.append(seq)
+        self.running.extend(self.waiting)  # everyone in, memory or not
+        self.waiting.clear()
         for seq in self.running:
             self.pool.allocate(seq, self.pool.blocks_needed(seq, seq.num_pending_tokens))
             batch.add(seq, seq.num_pending_tokens)

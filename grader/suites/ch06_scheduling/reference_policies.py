@@ -50,9 +50,9 @@ class RefContinuous(Scheduler):
 class RefChunked(Scheduler):
     def schedule(self, now):
         batch = Batch()
-        budget = self.limits.max_num_batched_tokens
+        cap = self.limits.max_num_batched_tokens
         index = 0
-        while index < len(self.running) and batch.num_tokens < budget:
+        while index < len(self.running) and batch.num_tokens < cap:
             seq = self.running[index]
             if seq.is_decoding:
                 if not _grow(self, batch, seq, 1):
@@ -62,7 +62,7 @@ class RefChunked(Scheduler):
         if batch.preempted:
             return batch
         for seq in list(self.running):
-            left = budget - batch.num_tokens
+            left = cap - batch.num_tokens
             if seq.is_decoding or left <= 0:
                 continue
             n = min(seq.num_pending_tokens, left)
@@ -71,7 +71,7 @@ class RefChunked(Scheduler):
                 self.pool.allocate(seq, need)
                 batch.add(seq, n)
         while self.waiting and len(self.running) < self.limits.max_num_seqs:
-            left = budget - batch.num_tokens
+            left = cap - batch.num_tokens
             if left <= 0:
                 break
             seq = self.waiting[0]
@@ -128,8 +128,8 @@ def run_student(student, policy, trace, disaggregated=False, **kwargs):
         result = student.library(fn)([r.to_dict() for r in trace], getattr(student, policy),
                                      strict=False, **kwargs)
         return result.requests(), result.step_stats(), result.violations.value()
-    except SchedulingError as error:
-        raise AssertionError(f"the simulator stopped your {policy}: {error}") from None
+    except SchedulingError as stopped:
+        raise AssertionError(f"the simulator stopped your {policy}: {stopped}") from None
 
 
 def run_reference(policy_cls, trace, disaggregated=False, **kwargs):

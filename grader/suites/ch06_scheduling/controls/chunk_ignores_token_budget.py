@@ -1,7 +1,7 @@
 """Negative control: chunked prefill whose prefill chunks ignore the token budget (whole prompts)."""
 
 
-class ChunkedPrefillScheduler(Scheduler):
+class ChunkedPrefillScheduler(Scheduler):  # the control
     def schedule(self, now):
         batch = Batch()
         for seq in list(self.running):
@@ -27,5 +27,5 @@ class ChunkedPrefillScheduler(Scheduler):
                 break
             self.pool.allocate(seq, need)
             self.running.append(self.waiting.popleft())
-            batch.add(seq, seq.num_pending_tokens)
+            batch.add(seq, seq.num_pending_tokens)  # whole pending
         return batch

@@ -2,7 +2,7 @@
 pool, so the KV blocks run out (the GPU's out-of-memory)."""
 
 
-class ContinuousBatchingScheduler(Scheduler):
+class ContinuousBatchingScheduler(Scheduler):  # the control
     def schedule(self, now):
         batch = Batch()
         while self.waiting and len(self.running) < self.limits.max_num_seqs:

@@ -1,7 +1,7 @@
 """Negative control: admission takes the newest waiting request first (LIFO), not FCFS."""
 
 
-class ContinuousBatchingScheduler(Scheduler):
+class ContinuousBatchingScheduler(Scheduler):  # the control
     def schedule(self, now):
         batch = Batch()
         index = 0
@@ -28,5 +28,5 @@ class ContinuousBatchingScheduler(Scheduler):
                 break
             self.pool.allocate(seq, need)
             self.running.append(self.waiting.pop())
-            batch.add(seq, seq.num_pending_tokens)
+            batch.add(seq, seq.num_pending_tokens)  # whole pending
         return batch

@@ -1,7 +1,7 @@
 """Negative control: preemption requeues the victim but never frees its KV blocks."""
 
 
-class ContinuousBatchingScheduler(Scheduler):
+class ContinuousBatchingScheduler(Scheduler):  # the control
     def schedule(self, now):
         batch = Batch()
         index = 0
@@ -27,5 +27,5 @@ class ContinuousBatchingScheduler(Scheduler):
                 break
             self.pool.allocate(seq, need)
             self.running.append(self.waiting.popleft())
-            batch.add(seq, seq.num_pending_tokens)
+            batch.add(seq, seq.num_pending_tokens)  # whole pending
         return batch
