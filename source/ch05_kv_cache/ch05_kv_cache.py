@@ -283,7 +283,7 @@ def median_seconds(fn, repeats=5):
 def decode_step_seconds(length, cached):
     ids = torch.randint(0, model.config.vocab_size, (1, length))
     positions = torch.arange(length)[None]
-    with torch.no_grad():
+    with torch.no_grad():  # inference only
         if not cached:  # recompute: the whole prefix plus the new token
             return median_seconds(lambda: engine.forward(ids, positions))
         cache = ContiguousKVCache(len(W.layers), 1, W.n_kv_heads, W.head_dim, length + 1)
@@ -994,11 +994,11 @@ def generate_reusing_prefix(prompt_ids, prefix_view_per_layer, prefix_len, max_n
         cache.update(layer, keys[:, :, :prefix_len], values[:, :, :prefix_len], torch.arange(prefix_len)[None])
     ids = torch.tensor([prompt_ids])
     tokens, step_ids, step_pos = ids, ids[:, prefix_len:], torch.arange(prefix_len, len(prompt_ids))[None]
-    with torch.no_grad():
-        for _ in range(max_new_tokens):
+    with torch.no_grad():  # inference only
+        for _step in range(max_new_tokens):
             next_token = engine.forward(step_ids, step_pos, cache)[:, -1].argmax(-1, keepdim=True)
             tokens, step_ids, step_pos = torch.cat([tokens, next_token], 1), next_token, step_pos[:, -1:] + 1
-    return tokens
+    return tokens  # (1, T + max_new_tokens)
 
 
 first, second = trace[0], trace[1]  # turn 2 of session 1 extends turn 1
@@ -1006,7 +1006,7 @@ reuse = PrefixCache(num_blocks=64, block_size=16)
 reuse.free(reuse.allocate(first)[0])
 _, hit_tokens = reuse.allocate(second)
 recording = ContiguousKVCache(len(W.layers), 1, W.n_kv_heads, W.head_dim, len(first))
-with torch.no_grad():
+with torch.no_grad():  # inference only
     engine.forward(torch.tensor([first]), torch.arange(len(first))[None], recording)
 prefix_kv = [(recording.keys[layer], recording.values[layer]) for layer in range(len(W.layers))]
 reused = generate_reusing_prefix(second, prefix_kv, hit_tokens)
@@ -1026,7 +1026,7 @@ print(f"{hit_tokens} of {len(second)} prompt tokens served from the cache; "
 def generate_with_step_positions(prompt, n=12):
     ids = tokenizer(prompt, return_tensors="pt").input_ids
     cache = ContiguousKVCache(len(W.layers), 1, W.n_kv_heads, W.head_dim, ids.shape[1] + n)
-    with torch.no_grad():
+    with torch.no_grad():  # inference only
         logits = engine.forward(ids, torch.arange(ids.shape[1])[None], cache)
         out = [int(logits[0, -1].argmax())]
         for step in range(n - 1):  # BUG: position 0 for every new token, and written to slot 0

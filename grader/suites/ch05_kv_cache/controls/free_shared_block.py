@@ -1,7 +1,7 @@
 """Negative control: free() returns a block to the pool at once, even while it is still shared."""
 
 
-class BlockAllocator(BlockAllocator):
+class BlockAllocator(BlockAllocator):  # negative control
     def free(self, block):
         self._check(block)
         if self.ref_counts[block] == 0:

@@ -1,7 +1,7 @@
 """Negative control: GQA heads mapped with repeat (tiling) instead of repeat_interleave."""
 
 
-def attention(query, keys, values, query_positions, key_positions):
+def attention(query, keys, values, query_positions, key_positions):  # negative control
     group = query.shape[1] // keys.shape[1]
     keys = keys.repeat(1, group, 1, 1)  # BUG: query head h reads KV head h % H_kv
     values = values.repeat(1, group, 1, 1)

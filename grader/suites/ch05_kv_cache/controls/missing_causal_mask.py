@@ -1,7 +1,7 @@
 """Negative control: no causal mask at all (only empty slots are hidden): queries see the future."""
 
 
-def attention(query, keys, values, query_positions, key_positions):
+def attention(query, keys, values, query_positions, key_positions):  # negative control
     group = query.shape[1] // keys.shape[1]
     keys = keys.repeat_interleave(group, dim=1)
     values = values.repeat_interleave(group, dim=1)

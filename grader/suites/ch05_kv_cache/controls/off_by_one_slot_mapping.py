@@ -1,7 +1,7 @@
 """Negative control: the slot mapping is off by one (slot of position p + 1)."""
 
 
-class PagedKVCache(PagedKVCache):
+class PagedKVCache(PagedKVCache):  # negative control
     def append_slots(self, seq_id, n):
         super().append_slots(seq_id, n)
         table, length = self.block_tables[seq_id], self.seq_lens[seq_id]

@@ -1,7 +1,7 @@
 """Negative control: a block's hash covers only its own tokens, not the prefix before it."""
 
 
-def chained_block_hashes(token_ids, block_size):
+def chained_block_hashes(token_ids, block_size):  # negative control
     hashes = []
     for start in range(0, len(token_ids) - block_size + 1, block_size):
         block = token_ids[start:start + block_size]

@@ -1,7 +1,7 @@
 """Negative control: the causal mask is aligned by index (tril), not by position: wrong when T_q < T_k."""
 
 
-def attention(query, keys, values, query_positions, key_positions):
+def attention(query, keys, values, query_positions, key_positions):  # negative control
     group = query.shape[1] // keys.shape[1]
     keys = keys.repeat_interleave(group, dim=1)
     values = values.repeat_interleave(group, dim=1)

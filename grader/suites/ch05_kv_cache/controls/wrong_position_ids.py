@@ -2,7 +2,7 @@
 prefill's are right: wrong position ids for every padded row."""
 
 
-def generate_with_cache(engine, input_ids, attention_mask=None, max_new_tokens=32):
+def generate_with_cache(engine, input_ids, attention_mask=None, max_new_tokens=32):  # negative control
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     w = engine.weights
