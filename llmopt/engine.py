@@ -122,12 +122,12 @@ class LlamaWeights:
 
     @classmethod
     def from_model(cls, model) -> "LlamaWeights":
-        """Views of a `LlamaForCausalLM` (or Qwen2 / Mistral) model's tensors; no copy."""
+        """Views of a Llama- or Qwen2-family model's tensors (no copy)."""
         config = model.config
         if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True):
             raise NotImplementedError("sliding-window attention is not part of the course engine")
         if any(hasattr(layer.self_attn, "q_norm") for layer in model.model.layers):
-            raise NotImplementedError("per-head q/k norms (Qwen3) are not part of the course engine")
+            raise NotImplementedError("per-head q/k norms (Qwen3) are not part of the engine")
         bias = lambda linear: None if linear.bias is None else linear.bias.detach()  # noqa: E731
         layers = tuple(
             LayerWeights(
@@ -144,7 +144,8 @@ class LlamaWeights:
                 v_bias=bias(layer.self_attn.v_proj))
             for layer in model.model.layers)
         rotary = model.model.rotary_emb
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        head_dim = (getattr(config, "head_dim", None)
+                    or config.hidden_size // config.num_attention_heads)
         return cls(n_heads=config.num_attention_heads,
                    n_kv_heads=config.num_key_value_heads, head_dim=head_dim,
                    rms_norm_eps=config.rms_norm_eps,
@@ -246,9 +247,10 @@ class Engine:
         x = w.embed_tokens[input_ids]  # (B, T, D)
         cos, sin = rope_cos_sin(positions, w.rope_inv_freq, w.rope_scale, x.dtype)
         for layer_index, layer in enumerate(w.layers):
-            x = x + self.attention_block(layer_index, rms_norm(x, layer.attention_norm,
-                                         w.rms_norm_eps), cos, sin, positions, kv_cache)
-            x = x + swiglu_mlp(rms_norm(x, layer.mlp_norm, w.rms_norm_eps), layer)
+            normed = rms_norm(x, layer.attention_norm, w.rms_norm_eps)  # (B, T, D)
+            x = x + self.attention_block(layer_index, normed, cos, sin, positions, kv_cache)
+            normed = rms_norm(x, layer.mlp_norm, w.rms_norm_eps)  # (B, T, D)
+            x = x + swiglu_mlp(normed, layer)
         x = rms_norm(x, w.final_norm, w.rms_norm_eps)
         return F.linear(x, w.lm_head)  # (B, T, V)
 

@@ -71,8 +71,10 @@ def roofline(points: Sequence[RooflinePoint], calibration: Calibration | None = 
              ax: plt.Axes | None = None, title: str | None = None) -> plt.Axes:
     """Plot measured points under this device's calibrated ceilings (log-log axes).
 
-    Each point is annotated with its fraction of the roof at its intensity, the
-    number a performance check compares with a threshold.
+    Each point is annotated with its fraction of the (first dtype's) roof at its
+    intensity, the number a performance check compares with a threshold. A point can
+    sit above the slope: data that fits in a cache moves faster than the DRAM copy
+    bandwidth that the slope stands for.
     """
     calibration = calibration or calibrate()
     if ax is None:
@@ -85,8 +87,8 @@ def roofline(points: Sequence[RooflinePoint], calibration: Calibration | None = 
     for dtype, linestyle in zip(dtypes, ("-", "--", ":", "-.")):
         peak = calibration.matmul_flops_per_s(dtype)
         ax.plot(x, np.minimum(bandwidth * x, peak) / 1e9, color="0.35", linestyle=linestyle,
-                linewidth=1.4, label=f"roof: {str(dtype)[6:]} matmul {peak / 1e9:,.0f} GFLOP/s")
-    ax.plot([], [], " ", label=f"slope: copy bandwidth {bandwidth / 1e9:,.1f} GB/s")
+                linewidth=1.4, label=f"roof: {str(dtype)[6:]} matmul {peak / 1e9:,.3g} GFLOP/s")
+    ax.plot([], [], " ", label=f"slope: copy bandwidth {bandwidth / 1e9:,.3g} GB/s")
     for color, point in zip(PALETTE, points):
         roof = min(bandwidth * point.intensity, calibration.matmul_flops_per_s(dtypes[0]))
         ax.scatter(point.intensity, point.flops_per_s / 1e9, color=color, zorder=3,
