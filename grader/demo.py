@@ -84,6 +84,15 @@ def controls(chapter: str) -> list[str]:
     return sorted(p.stem for p in (CONTROLS_DIR / chapter / "controls").glob("*.py"))
 
 
+def control_targets(chapter: str, control: str) -> list[str] | None:
+    """The suites a control is meant to fail, from its `# targets: a, b` line (None: all).
+    Proving a control runs just those suites, which keeps CI short."""
+    for line in control_path(chapter, control).read_text().splitlines():
+        if line.startswith("# targets:"):
+            return [f"{chapter}/{name.strip()}" for name in line.split(":", 1)[1].split(",")]
+    return None
+
+
 def demo_submissions(chapter: course_config.Chapter, course_dir: Path) -> dict[str, dict]:
     """student id -> {notebook name: notebook} for one chapter."""
     targets = DEMO_TARGETS[chapter.slug]

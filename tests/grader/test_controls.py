@@ -6,7 +6,7 @@ import pytest
 
 import course_config
 from course_config import ROOT
-from grader.demo import control_path, controls, with_code
+from grader.demo import control_path, control_targets, controls, with_code
 from grader.judge import run_suites
 from grader.notebook import graded_suites, student_cells
 
@@ -17,9 +17,12 @@ def reference(chapter, notebook):
     return nbformat.read(ROOT / "source" / chapter.slug / f"{notebook}.ipynb", as_version=4)
 
 
-def grade(nb, chapter):
+def grade(nb, chapter, only=None):
     suites = [s for _, s in graded_suites(nb, chapter.slug)]
     assert suites, f"{chapter.slug} has no graded cells with hidden suites"
+    if only is not None:
+        assert set(only) <= set(suites), f"control targets {set(only) - set(suites)} are not suites"
+        suites = only
     return run_suites(student_cells(nb), suites, chapter=chapter.slug)
 
 
@@ -45,7 +48,8 @@ def test_negative_control_gets_less_than_full_marks(chapter, control):
     code = control_path(chapter.slug, control).read_text()
     earned = available = 0.0
     for notebook in chapter.notebooks:
-        results = grade(with_code(reference(chapter, notebook), code), chapter)
+        results = grade(with_code(reference(chapter, notebook), code), chapter,
+                        control_targets(chapter.slug, control))
         earned += sum(r.earned for r in results.values())
         available += sum(r.available for r in results.values())
     assert earned < available, f"control {control} ({code.splitlines()[0]}) got full marks"

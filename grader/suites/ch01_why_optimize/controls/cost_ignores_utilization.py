@@ -1,4 +1,5 @@
 """Negative control: the idle share of the paid hour is forgotten (utilisation ignored)."""
+# targets: cost_per_million
 
 
 def cost_per_million_tokens(tokens_per_second, gpu_hourly_usd, utilization=1.0, num_gpus=1):

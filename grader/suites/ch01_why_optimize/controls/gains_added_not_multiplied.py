@@ -1,4 +1,5 @@
 """Negative control: independent gains summed instead of multiplied, rates divided linearly."""
+# targets: compounding
 import math
 
 

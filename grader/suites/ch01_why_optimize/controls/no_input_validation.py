@@ -1,4 +1,5 @@
 """Negative control: right formulas, but nonsense inputs are accepted silently."""
+# targets: cost_per_million, roi
 import math
 
 

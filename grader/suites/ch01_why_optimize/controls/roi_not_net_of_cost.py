@@ -1,4 +1,5 @@
 """Negative control: ROI counts the savings but forgets to subtract the engineering cost."""
+# targets: roi
 
 
 def optimization_roi(speedup, monthly_tokens, cost_per_million_before, engineering_cost_usd,

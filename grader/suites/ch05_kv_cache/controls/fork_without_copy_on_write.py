@@ -1,4 +1,5 @@
 """Negative control: fork shares blocks but appending never copies a shared partial block."""
+# targets: paged_cache
 
 
 class PagedKVCache(PagedKVCache):  # negative control

@@ -1,4 +1,5 @@
 """Negative control: free() returns a block to the pool at once, even while it is still shared."""
+# targets: block_allocator, paged_cache
 
 
 class BlockAllocator(BlockAllocator):  # negative control

@@ -1,4 +1,5 @@
 """Negative control: GQA heads mapped with repeat (tiling) instead of repeat_interleave."""
+# targets: attention
 
 
 def attention(query, keys, values, query_positions, key_positions):  # negative control

@@ -1,4 +1,5 @@
 """Negative control: no causal mask at all (only empty slots are hidden): queries see the future."""
+# targets: attention
 
 
 def attention(query, keys, values, query_positions, key_positions):  # negative control

@@ -1,4 +1,5 @@
 """Negative control: the slot mapping is off by one (slot of position p + 1)."""
+# targets: paged_cache
 
 
 class PagedKVCache(PagedKVCache):  # negative control

@@ -1,4 +1,5 @@
 """Negative control: attention memoises its output by input shapes, returning stale results."""
+# targets: attention
 _reference_attention = attention
 _memo = {}
 

@@ -1,4 +1,5 @@
 """Negative control: a block's hash covers only its own tokens, not the prefix before it."""
+# targets: prefix_cache
 
 
 def chained_block_hashes(token_ids, block_size):  # negative control

@@ -1,4 +1,5 @@
 """Negative control: the causal mask is aligned by index (tril), not by position: wrong when T_q < T_k."""
+# targets: attention
 
 
 def attention(query, keys, values, query_positions, key_positions):  # negative control

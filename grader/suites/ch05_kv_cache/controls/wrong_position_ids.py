@@ -1,5 +1,6 @@
 """Negative control: decode positions are column indices (ignoring left padding), while the
 prefill's are right: wrong position ids for every padded row."""
+# targets: contiguous_cache
 
 
 def generate_with_cache(engine, input_ids, attention_mask=None, max_new_tokens=32):  # negative control
