@@ -1,4 +1,5 @@
 """Negative control: chunked prefill whose prefill chunks ignore the token budget (whole prompts)."""
+# targets: chunked_prefill
 
 
 class ChunkedPrefillScheduler(Scheduler):  # the control

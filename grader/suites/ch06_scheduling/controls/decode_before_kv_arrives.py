@@ -1,4 +1,5 @@
 """Negative control: the decode instance admits requests without waiting for their KV cache."""
+# targets: disaggregation
 
 
 class DecodeScheduler(ContinuousBatchingScheduler):

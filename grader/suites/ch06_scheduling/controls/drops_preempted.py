@@ -1,4 +1,5 @@
 """Negative control: a preempted request is evicted and forgotten (never requeued)."""
+# targets: continuous_batching
 
 
 class ContinuousBatchingScheduler(Scheduler):  # the control

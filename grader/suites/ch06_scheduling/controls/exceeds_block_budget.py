@@ -1,5 +1,6 @@
 """Negative control: continuous batching that admits and grows sequences without asking the
 pool, so the KV blocks run out (the GPU's out-of-memory)."""
+# targets: continuous_batching
 
 
 class ContinuousBatchingScheduler(Scheduler):  # the control

@@ -1,4 +1,5 @@
 """Negative control: admission takes the newest waiting request first (LIFO), not FCFS."""
+# targets: continuous_batching
 
 
 class ContinuousBatchingScheduler(Scheduler):  # the control

@@ -1,4 +1,5 @@
 """Negative control: preemption requeues the victim but never frees its KV blocks."""
+# targets: continuous_batching
 
 
 class ContinuousBatchingScheduler(Scheduler):  # the control

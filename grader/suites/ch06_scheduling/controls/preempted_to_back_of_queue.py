@@ -1,4 +1,5 @@
 """Negative control: naive preemption, the victim goes to the back of the queue and can starve."""
+# targets: continuous_batching
 
 
 class ContinuousBatchingScheduler(Scheduler):  # the control

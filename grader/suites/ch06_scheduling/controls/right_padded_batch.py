@@ -1,5 +1,6 @@
 """Negative control: run_batch pads on the right and reads the last column, which is padding
 for every row shorter than the longest."""
+# targets: real_engine
 
 
 def run_batch(engine, batch):

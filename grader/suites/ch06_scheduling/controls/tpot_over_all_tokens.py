@@ -1,4 +1,5 @@
 """Negative control: TPOT divides by output_len instead of output_len - 1 (and never checks input)."""
+# targets: metrics
 import numpy as np
 
 
