@@ -6,6 +6,8 @@ VENV_BIN := $(abspath .venv/bin)
 export PATH := $(VENV_BIN):$(PATH)
 export PYTHONPATH := $(CURDIR)
 export PYTHONHASHSEED := 0
+# Idle OpenMP threads sleep instead of spinning: tests share 2 cores among many processes.
+export OMP_WAIT_POLICY := PASSIVE
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 

@@ -116,7 +116,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--chapter", help="chapter slug, for its limits")
 
 
+def _hypothesis_profile() -> None:
+    """Property tests in suites: the same examples on every run (P4), no example database
+    written anywhere, and no shrinking: a failing submission is reported at once with
+    the example that failed, instead of spending its time budget on a minimal one."""
+    try:
+        from hypothesis import Phase, settings
+    except ImportError:
+        return
+    settings.register_profile("grader", derandomize=True, database=None, deadline=None,
+                              phases=[Phase.explicit, Phase.reuse, Phase.generate])
+    settings.load_profile("grader")
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    _hypothesis_profile()
     config.addinivalue_line("markers", "points(n): points of this test (default 1)")
     config.addinivalue_line("markers", "timeout(seconds): wall-time limit of this test")
     config.addinivalue_line("markers", "needs(device): 'cuda' tests are blocked without a GPU")

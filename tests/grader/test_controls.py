@@ -35,12 +35,14 @@ def test_reference_gets_full_marks(chapter, notebook):
         assert result.fraction == 1.0
 
 
+# The issues ask for at least 3 controls per chapter, more for the core chapters.
+MIN_CONTROLS = {"ch05_kv_cache": 8, "ch06_scheduling": 6}
 CONTROLS = [(ch, c) for ch in course_config.ACTIVE_CHAPTERS for c in controls(ch.slug)]
 
 
 def test_each_chapter_has_at_least_three_controls():
     for ch in course_config.ACTIVE_CHAPTERS:
-        assert len(controls(ch.slug)) >= 3, f"{ch.slug} needs at least 3 negative controls"
+        assert len(controls(ch.slug)) >= MIN_CONTROLS.get(ch.slug, 3), f"{ch.slug} has too few negative controls"
 
 
 @pytest.mark.parametrize("chapter, control", CONTROLS, ids=[f"{c.slug}/{k}" for c, k in CONTROLS])
