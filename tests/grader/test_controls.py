@@ -10,8 +10,6 @@ from grader.demo import control_path, control_targets, controls, with_code
 from grader.judge import run_suites
 from grader.notebook import graded_suites, student_cells
 
-pytestmark = pytest.mark.independent  # each test is a whole grading run: spread them out
-
 CASES = [(ch, nb) for ch in course_config.ACTIVE_CHAPTERS for nb in ch.notebooks]
 
 
