@@ -65,7 +65,7 @@ from llmopt.kv_errors import DoubleFreeError, OutOfBlocksError
 
 SMALL = course_config.SMALL_WORKLOAD  # True under `make test`: shorter measurements
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-torch.manual_seed(0)
+_ = torch.manual_seed(0)  # seed the demos; `_ =` keeps the Generator out of the output
 
 # %% [markdown]
 # The course model is a small Llama (6 layers, 8 query heads sharing 2 KV heads, head
