@@ -122,4 +122,24 @@ class Threshold:
     note: str = ""
 
 
-THRESHOLDS: dict[str, Threshold] = {}
+THRESHOLDS: dict[str, Threshold] = {
+    # Chapter 5. Ratios are speeds (baseline time / candidate time), so higher is better.
+    "ch05_kv_cache/cached_decode_speedup": Threshold(
+        "ratio", 3.0, note="recompute time / cached time of a decode step at sequence length "
+        "~512, the end of a 512-token generation on the course model"),
+    "ch05_kv_cache/paged_vs_dense_speed": Threshold(
+        "ratio", 1 / 8, note="dense sdpa time / PyTorch paged-attention time on the same data "
+        "(at most 8x slower; the gather measured about 2x on the course's CPU)"),
+    "ch05_kv_cache/triton_paged_bandwidth": Threshold(
+        "fraction_of_peak", 0.25, device="cuda", note="K and V bytes read per second by the "
+        "Triton kernel at 8k context, fp16, over the copy bandwidth calibrated on the device"),
+    # Chapter 6: the simulator is deterministic, so these ratios are exact.
+    "ch06_scheduling/continuous_vs_static_throughput": Threshold(
+        "ratio", 2.0, note="continuous / static batching throughput, bursty mixed-length trace"),
+    "ch06_scheduling/chunked_tpot_p99_gain": Threshold(
+        "ratio", 1 / 0.9, note="p99 TPOT of continuous batching / of chunked prefill, long prompts"),
+    "ch06_scheduling/chunked_throughput_kept": Threshold(
+        "ratio", 0.95, note="chunked / continuous batching throughput on the same trace"),
+    "ch06_scheduling/goodput_vs_reference": Threshold(
+        "ratio", 0.9, note="the student's goodput / the reference policy's, per exercise"),
+}

@@ -160,6 +160,26 @@ def student(request: pytest.FixtureRequest, _worker_pool: WorkerPool):
     yield Student(worker, cells, config.getoption("student_filename"), limit)
 
 
+@pytest.fixture(scope="session")
+def reference(pytestconfig: pytest.Config):
+    """The instructors' solution of the chapter, as a namespace: the setup and solution
+    cells of source/<chapter>/*.ipynb, run once in the judge (trusted code). Suites compare
+    a student's policy with it instead of keeping a second copy of the solution."""
+    import types
+
+    import nbformat
+
+    from grader.notebook import student_cells
+
+    ch = course_config.chapter(pytestconfig.getoption("chapter"))
+    namespace: dict = {"__name__": f"reference_{ch.slug}"}
+    for name in ch.notebooks:
+        path = course_config.ROOT / "source" / ch.slug / f"{name}.ipynb"
+        for cell in student_cells(nbformat.read(path, as_version=4)):
+            exec(compile(cell["source"], f"{path.name}, cell {cell['name']}", "exec"), namespace)
+    return types.SimpleNamespace(**namespace)
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     marker = item.get_closest_marker("needs")
     if marker and marker.args[0] == "cuda":

@@ -83,3 +83,29 @@ def generate_alone(engine, prompt: list[int], num_tokens: int) -> tuple[list[int
             gaps.append(float(top[0] - top[1]))
             ids.append(token)
     return out, gaps
+
+
+NEAR_TIE = 1e-4  # top-2 logit gap below which float reassociation may flip a greedy pick
+
+
+def near_tie_flips(served: dict, alone: list[tuple[list[int], list[float]]],
+                   near_tie: float = NEAR_TIE) -> list[tuple[int, int, float]]:
+    """Compare batched generation with generating each request alone (`generate_alone`).
+
+    Batching changes the order of float additions, so where the best two logits of the
+    lone run were closer than `near_tie`, the batched run may pick the other one; from
+    there on the two continuations differ legitimately. Returns those flips as
+    (request, token index, gap), to be reported; any other difference raises
+    AssertionError with the request and token where it starts.
+    """
+    flips = []
+    for i, (tokens, gaps) in enumerate(alone):
+        got = served["tokens"][i] if i in served["tokens"] else served["tokens"][str(i)]
+        assert len(got) == len(tokens), f"request {i} generated {len(got)} tokens, expected {len(tokens)}"
+        if got != tokens:
+            k = next(j for j, (a, b) in enumerate(zip(got, tokens)) if a != b)
+            assert gaps[k] < near_tie, (
+                f"request {i} differs from generating it alone at token {k} (top-2 logit gap "
+                f"{gaps[k]:.2e}, not a near-tie): check the left padding and the positions")
+            flips.append((i, k, gaps[k]))
+    return flips

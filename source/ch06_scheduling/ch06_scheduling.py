@@ -47,7 +47,7 @@ import course_config
 from llmopt.metrics import summarize
 from llmopt.plots import use_course_style
 from llmopt.simulator import (H100_SXM, H200, LLAMA3_8B, Batch, CostModel, Scheduler,
-                              SchedulingError, StaticBatchingScheduler, simulate,
+                              SchedulingError, Sequence, StaticBatchingScheduler, simulate,
                               simulate_disaggregated)
 from llmopt.workload import make_trace
 
@@ -146,21 +146,32 @@ plt.show()
 # by recompute: evict the most recently admitted sequence, free its blocks, put it back
 # at the *front* of the queue, and recompute its KV when it is readmitted.
 #
-# **Exercise 1 · 练习1.** Write `ContinuousBatchingScheduler.schedule`:
+# **Exercise 1 · 练习1.** Write the four methods of `ContinuousBatchingScheduler`; exercises
+# 2 and 3 inherit them and change only what differs.
 #
-# 1. Grow each running sequence (admission order) by its pending tokens. When the pool
-#    cannot hold that, preempt the *latest admitted* running sequence (remove from
-#    `self.running`, `self.pool.free` it, `self.waiting.appendleft` it, add it to
-#    `batch.preempted`) and retry; if the sequence preempted is the one being grown, stop.
-# 2. If nothing was preempted, admit waiting sequences first-come-first-served while
-#    fewer than `limits.max_num_seqs` run and the pool has their blocks; a readmitted
-#    sequence recomputes everything (`num_pending_tokens` already says so).
+# - `preempt_latest(batch)`: take the *latest admitted* running sequence out of
+#   `self.running`, `self.pool.free` it, put it back at the front of the queue
+#   (`self.waiting.appendleft`), list it in `batch.preempted`, and return it.
+# - `grow(seq, n, batch)`: give `seq` the blocks for `n` more tokens
+#   (`self.pool.blocks_needed`); while `self.pool.can_allocate` says no, preempt the
+#   latest. Return False if `seq` itself was the one preempted, True once it has its
+#   blocks (allocated with `self.pool.allocate`).
+# - `admit(batch, now, token_budget=None)`: first come, first served: while fewer than
+#   `limits.max_num_seqs` run, move the head of `self.waiting` to `self.running` with
+#   blocks for its pending tokens (a readmitted sequence recomputes everything;
+#   `num_pending_tokens` already says so) and add it to the batch; stop at the first one
+#   the pool cannot hold, so nobody overtakes it. With a `token_budget`, admit only while
+#   the batch has fewer tokens than the budget, and give each newcomer
+#   `min(pending, budget left)` tokens (exercise 2 uses this).
+# - `schedule(now)`: grow each running sequence by its pending tokens, in admission
+#   order, and add it to the batch; stop if a sequence was preempted. If nothing was
+#   preempted, admit.
 
 # %% nbgrader={"grade": false, "grade_id": "continuous_batching_solution", "locked": false, "schema_version": 3, "solution": true}
 class ContinuousBatchingScheduler(Scheduler):
     """Iteration-level FCFS scheduling with a KV-block budget and preemption by recompute.
 
-    schedule(now) -> Batch. Invariants the grader checks on random traces:
+    Invariants the grader checks on random traces:
     - blocks held never exceed the pool (allocate only what `pool.can_allocate` allows);
     - at most `limits.max_num_seqs` sequences per step; each scheduled with
       1 <= n <= seq.num_pending_tokens, and with its blocks allocated first;
@@ -168,35 +179,51 @@ class ContinuousBatchingScheduler(Scheduler):
       and is listed in `batch.preempted`; no sequence is ever dropped;
     - admission is first-come-first-served (no request overtakes an earlier one).
     """
-    def schedule(self, now: float) -> Batch:
-        batch = Batch()
+
+    def preempt_latest(self, batch: Batch) -> Sequence:
         ### BEGIN SOLUTION
-        index = 0
-        while index < len(self.running):
-            seq = self.running[index]
-            n = seq.num_pending_tokens
-            need = self.pool.blocks_needed(seq, n)
-            while not self.pool.can_allocate(need) and seq in self.running:
-                victim = self.running.pop()  # the most recently admitted
-                self.pool.free(victim)
-                self.waiting.appendleft(victim)  # first in line again: no starvation
-                batch.preempted.append(victim)
-            if seq not in self.running:
-                break
-            self.pool.allocate(seq, need)
-            batch.add(seq, n)
-            index += 1
-        if batch.preempted:  # memory is short: admitting now would only preempt again
-            return batch
+        victim = self.running.pop()  # the most recently admitted
+        self.pool.free(victim)
+        self.waiting.appendleft(victim)  # first in line again: no starvation
+        batch.preempted.append(victim)
+        return victim
+        ### END SOLUTION
+
+    def grow(self, seq: Sequence, n: int, batch: Batch) -> bool:
+        ### BEGIN SOLUTION
+        need = self.pool.blocks_needed(seq, n)
+        while not self.pool.can_allocate(need):
+            if self.preempt_latest(batch) is seq:
+                return False
+        self.pool.allocate(seq, need)
+        return True
+        ### END SOLUTION
+
+    def admit(self, batch: Batch, now: float, token_budget: int | None = None) -> None:
+        ### BEGIN SOLUTION
         while self.waiting and len(self.running) < self.limits.max_num_seqs:
+            left = math.inf if token_budget is None else token_budget - batch.num_tokens
+            if left <= 0:
+                break
             seq = self.waiting[0]
-            n = seq.num_pending_tokens
+            n = min(seq.num_pending_tokens, left)
             need = self.pool.blocks_needed(seq, n)
             if not self.pool.can_allocate(need):
                 break  # FCFS: nobody overtakes the head of the queue
             self.pool.allocate(seq, need)
             self.running.append(self.waiting.popleft())
             batch.add(seq, n)
+        ### END SOLUTION
+
+    def schedule(self, now: float) -> Batch:
+        batch = Batch()
+        ### BEGIN SOLUTION
+        for seq in list(self.running):
+            if seq not in self.running or not self.grow(seq, seq.num_pending_tokens, batch):
+                break  # it, and everyone admitted after it, was preempted
+            batch.add(seq, seq.num_pending_tokens)
+        if not batch.preempted:  # memory is short: admitting now would only preempt again
+            self.admit(batch, now)
         ### END SOLUTION
         return batch
 
@@ -213,7 +240,8 @@ assert sum(r["num_preemptions"] for r in records) > 0, \
 cb_run = simulate(BURSTY, ContinuousBatchingScheduler, **SERVER)
 speedup = cb_run.summary()["throughput_tok_s"] / static_run.summary()["throughput_tok_s"]
 print(f"continuous / static throughput on the bursty trace: {speedup:.2f}x")
-assert speedup >= 2.0, "continuous batching should at least double static batching's throughput here"
+MIN_SPEEDUP = course_config.THRESHOLDS["ch06_scheduling/continuous_vs_static_throughput"].minimum
+assert speedup >= MIN_SPEEDUP, f"continuous batching should reach {MIN_SPEEDUP:g}x static batching's throughput here"
 print("Visible checks passed.")
 ### BEGIN HIDDEN TESTS
 from grader import grade; grade("ch06_scheduling/continuous_batching")
@@ -244,36 +272,31 @@ plt.show()
 # *chunk* of a prefill; the prompt finishes over several steps.
 #
 # **Exercise 2 · 练习2.** Write `ChunkedPrefillScheduler.schedule` with budget
-# `B = self.limits.max_num_batched_tokens`: (1) every running sequence that
-# `is_decoding` gets 1 token, in admission order, with the preemption rule of exercise 1
-# when blocks run out; stop when the budget is spent. (2) If nothing was preempted,
-# running sequences still in prefill get `min(pending, budget left)` tokens, then
-# waiting sequences are admitted FCFS the same way while budget, `max_num_seqs` and
-# blocks allow.
+# `B = self.limits.max_num_batched_tokens`, reusing exercise 1's methods: (1) every
+# running sequence that `is_decoding` gets 1 token (`grow`, then `batch.add`), in
+# admission order, until the budget is spent; stop if a sequence was preempted.
+# (2) If nothing was preempted, running sequences still in prefill get
+# `min(pending, budget left)` tokens where the pool has the blocks, then `admit` with
+# the token budget.
 
 # %% nbgrader={"grade": false, "grade_id": "chunked_prefill_solution", "locked": false, "schema_version": 3, "solution": true}
-class ChunkedPrefillScheduler(Scheduler):
+class ChunkedPrefillScheduler(ContinuousBatchingScheduler):
     """Decodes first, then prefill chunks, never more than `limits.max_num_batched_tokens`
     tokens in one step. Same block, preemption and FCFS rules as exercise 1."""
+
     def schedule(self, now: float) -> Batch:
         batch = Batch()
         budget = self.limits.max_num_batched_tokens
         ### BEGIN SOLUTION
-        index = 0
-        while index < len(self.running) and batch.num_tokens < budget:
-            seq = self.running[index]
+        for seq in list(self.running):
+            if batch.num_tokens >= budget:
+                break
+            if seq not in self.running:
+                return batch  # preempted while growing an earlier one
             if seq.is_decoding:
-                need = self.pool.blocks_needed(seq, 1)
-                while not self.pool.can_allocate(need) and seq in self.running:
-                    victim = self.running.pop()
-                    self.pool.free(victim)
-                    self.waiting.appendleft(victim)
-                    batch.preempted.append(victim)
-                if seq not in self.running:
-                    break
-                self.pool.allocate(seq, need)
+                if not self.grow(seq, 1, batch):
+                    return batch
                 batch.add(seq, 1)
-            index += 1
         if batch.preempted:
             return batch
         for seq in list(self.running):  # prefills already under way
@@ -285,18 +308,7 @@ class ChunkedPrefillScheduler(Scheduler):
             if self.pool.can_allocate(need):
                 self.pool.allocate(seq, need)
                 batch.add(seq, n)
-        while self.waiting and len(self.running) < self.limits.max_num_seqs:
-            left = budget - batch.num_tokens
-            if left <= 0:
-                break
-            seq = self.waiting[0]
-            n = min(seq.num_pending_tokens, left)
-            need = self.pool.blocks_needed(seq, n)
-            if not self.pool.can_allocate(need):
-                break
-            self.pool.allocate(seq, need)
-            self.running.append(self.waiting.popleft())
-            batch.add(seq, n)
+        self.admit(batch, now, token_budget=budget)
         ### END SOLUTION
         return batch
 
@@ -314,7 +326,8 @@ p, c = plain.summary(), chunked.summary()
 print(f"p99 TPOT: {p['tpot_p99_s'] * 1e3:.2f} ms without chunks, {c['tpot_p99_s'] * 1e3:.2f} ms with; "
       f"throughput {p['throughput_tok_s']:.0f} vs {c['throughput_tok_s']:.0f} tok/s")
 assert c["tpot_p99_s"] < p["tpot_p99_s"], "chunking should lower the p99 TPOT on long prompts"
-assert c["throughput_tok_s"] >= 0.95 * p["throughput_tok_s"], "at (nearly) equal throughput"
+KEPT = course_config.THRESHOLDS["ch06_scheduling/chunked_throughput_kept"].minimum
+assert c["throughput_tok_s"] >= KEPT * p["throughput_tok_s"], "at (nearly) equal throughput"
 print("Visible checks passed.")
 ### BEGIN HIDDEN TESTS
 from grader import grade; grade("ch06_scheduling/chunked_prefill")
@@ -335,50 +348,32 @@ from grader import grade; grade("ch06_scheduling/chunked_prefill")
 # handed to a decode instance's `add_request` at once, with `seq.kv_ready_s` set to when
 # its KV will have landed.
 #
-# **Exercise 3 · 练习3.** Write `DecodeScheduler.schedule`: the rules of exercise 1, except
+# **Exercise 3 · 练习3.** Write `DecodeScheduler.admit`: exercise 1's admission, except
 # that a waiting sequence may be admitted only once `seq.kv_ready_s <= now`; the ones
 # still in flight are skipped, not waited for (they do not block ready ones behind them).
+# Growing and preemption are inherited unchanged.
 
 # %% nbgrader={"grade": false, "grade_id": "disaggregation_solution", "locked": false, "schema_version": 3, "solution": true}
-class DecodeScheduler(Scheduler):
+class DecodeScheduler(ContinuousBatchingScheduler):
     """The decode instance of a disaggregated deployment. Never schedules a sequence
     before its KV cache has arrived (`seq.kv_ready_s <= now`); otherwise exercise 1's
     rules (blocks, max_num_seqs, preemption to the queue's front, no drops)."""
-    def schedule(self, now: float) -> Batch:
-        batch = Batch()
+
+    def admit(self, batch: Batch, now: float, token_budget: int | None = None) -> None:
         ### BEGIN SOLUTION
-        index = 0
-        while index < len(self.running):
-            seq = self.running[index]
-            n = seq.num_pending_tokens
-            need = self.pool.blocks_needed(seq, n)
-            while not self.pool.can_allocate(need) and seq in self.running:
-                victim = self.running.pop()
-                self.pool.free(victim)
-                self.waiting.appendleft(victim)
-                batch.preempted.append(victim)
-            if seq not in self.running:
-                break
-            self.pool.allocate(seq, need)
-            batch.add(seq, n)
-            index += 1
-        if batch.preempted:
-            return batch
         for seq in list(self.waiting):
             if len(self.running) >= self.limits.max_num_seqs:
                 break
             if seq.kv_ready_s > now:
                 continue  # its KV is still on the wire
-            n = seq.num_pending_tokens
-            need = self.pool.blocks_needed(seq, n)
+            need = self.pool.blocks_needed(seq, seq.num_pending_tokens)
             if not self.pool.can_allocate(need):
                 break
             self.pool.allocate(seq, need)
             self.waiting.remove(seq)
             self.running.append(seq)
-            batch.add(seq, n)
+            batch.add(seq, seq.num_pending_tokens)
         ### END SOLUTION
-        return batch
 
 
 # %% nbgrader={"grade": true, "grade_id": "disaggregation", "locked": true, "points": 6, "schema_version": 3, "solution": false}
@@ -560,10 +555,9 @@ def run_batch(engine, batch: Batch) -> dict:
 # %% nbgrader={"grade": true, "grade_id": "real_engine", "locked": true, "points": 6, "schema_version": 3, "solution": false}
 from llmopt.engine import Engine
 from llmopt.models import load_model, load_tokenizer
-from llmopt.serving import generate_alone, serve_on_engine
+from llmopt.serving import generate_alone, near_tie_flips, serve_on_engine
 
 torch.set_num_threads(2)
-NEAR_TIE = 1e-4
 engine = Engine.from_model(load_model("course-lm"))
 tokenizer = load_tokenizer("course-lm")
 texts = ["def __init__(self", "import os\nimport sys\n", "class Queue:\n    def put(self, item",
@@ -572,20 +566,13 @@ prompts = [tokenizer(t)["input_ids"] for t in texts]
 lengths = [6, 10, 4, 12, 8, 5]
 served = serve_on_engine(engine, prompts, lengths, ContinuousBatchingScheduler, run_batch,
                          arrival_steps=[0, 0, 1, 2, 4, 6], num_blocks=9, block_size=4, max_num_seqs=3)
-near_ties = 0
-for i, (prompt, n) in enumerate(zip(prompts, lengths)):
-    alone, gaps = generate_alone(engine, prompt, n)
-    got = served["tokens"][i]
-    assert len(got) == n, f"request {i} generated {len(got)} tokens, expected {n}"
-    if got != alone:
-        k = next(j for j, (a, b) in enumerate(zip(got, alone)) if a != b)
-        assert gaps[k] < NEAR_TIE, (f"request {i} differs from generating it alone at token {k} "
-                                    f"(top-2 logit gap {gaps[k]:.2e} is no near-tie): check padding and positions")
-        near_ties += 1
-        print(f"request {i}: differs at token {k}, a near-tie (gap {gaps[k]:.1e}) flipped by float rounding")
+alone = [generate_alone(engine, prompt, n) for prompt, n in zip(prompts, lengths)]
+near_ties = near_tie_flips(served, alone)  # raises on any difference that is not a near-tie
+for i, k, gap in near_ties:
+    print(f"request {i}: differs at token {k}, a near-tie (gap {gap:.1e}) flipped by float rounding")
 preempted = sum(served["preemptions"].values())
 print(f"{len(prompts)} requests, {len(served['steps'])} steps, {preempted} preemptions, "
-      f"{near_ties} near-tie flips; every other token equals generating each request alone")
+      f"{len(near_ties)} near-tie flips; every other token equals generating each request alone")
 print("Visible checks passed.")
 ### BEGIN HIDDEN TESTS
 from grader import grade; grade("ch06_scheduling/real_engine")
@@ -601,6 +588,28 @@ for record in served["steps"][:12]:
           f"{record['seconds'] * 1e3:.1f} ms")
 
 # %% [markdown]
+# ### Is the simulator's CPU right? · 模拟器的CPU模型准吗？
+#
+# The simulator can also price steps on this machine: `cpu_cost_model` builds the
+# roofline from the ceilings `llmopt.device.calibrate()` measured here (chapter 3) and
+# the course model's shapes. A roofline is a bound, so the real forward pass should take
+# longer than predicted, by the factor our kernels fall short of peak. Measured now:
+
+# %%
+from llmopt.bench import measure
+from llmopt.simulator import cpu_cost_model
+
+cpu_cost = cpu_cost_model(load_model("course-lm").config)
+for batch_size, length in ((1, 32), (4, 64)) if SMALL else ((1, 32), (1, 256), (4, 64), (8, 128)):
+    ids = torch.randint(3, 4000, (batch_size, length))
+    positions = torch.arange(length).expand(batch_size, -1)
+    with torch.no_grad():
+        real = measure(lambda: engine.forward(ids, positions), device="cpu", budget_s=1.0).median_s
+    predicted = cpu_cost.step_time([(length, 0)] * batch_size)
+    print(f"batch {batch_size} x {length:>3} tokens: predicted {predicted * 1e3:6.1f} ms, "
+          f"measured {real * 1e3:6.1f} ms, {real / predicted:4.1f}x the roofline")
+
+# %% [markdown]
 # ## Common pitfalls · 常见误区
 #
 # **1. Head-of-line blocking in static batching.** Measured above: the static batch waits
@@ -612,26 +621,41 @@ print(f"bursty trace p99 TTFT: static {s_static['ttft_p99_s']:.2f} s, continuous
 
 # %% [markdown]
 # **2. Starvation under a naive preemption rule.** Put a preempted request at the *back* of
-# the queue and, under steady memory pressure, it is overtaken again and again by newer
-# arrivals. The same trace and pool, the only change is `append` for `appendleft`:
+# the queue and, under steady memory pressure, every newer arrival overtakes it; once
+# readmitted it is the newest running sequence, so it is the next victim as well. The
+# same trace and pool, the only change is `append` for `appendleft`. "Overtaken by" counts
+# the later arrivals that finished first (some is normal: short answers finish early):
 
 # %%
 class BackOfQueuePreemption(ContinuousBatchingScheduler):
-    def schedule(self, now):
-        batch = super().schedule(now)
-        for victim in batch.preempted:  # move each victim from the front to the back
-            self.waiting.remove(victim)
-            self.waiting.append(victim)
-        return batch
+    def preempt_latest(self, batch):
+        victim = super().preempt_latest(batch)
+        self.waiting.remove(victim)  # from the front of the queue...
+        self.waiting.append(victim)  # ...to the back, behind every newer arrival
+        return victim
 
 
-pressure = make_trace(80 if SMALL else 200, 40, seed=5, prompt_median=300, output_median=300,
+def overtaken_by(records):
+    """For each request, how many later arrivals finished before it."""
+    arrival = np.array([r["arrival_s"] for r in records])
+    finish = np.array([r["finish_s"] for r in records])
+    return np.array([int(((arrival > a) & (finish < f)).sum()) for a, f in zip(arrival, finish)])
+
+
+pressure = make_trace(120 if SMALL else 200, 8, seed=5, prompt_median=200, output_median=300,
                       output_sigma=0.6)
-for cls in (ContinuousBatchingScheduler, BackOfQueuePreemption):
-    recs = simulate(pressure, cls, num_blocks=400, max_num_seqs=32).requests()
-    worst = max(recs, key=lambda r: r["finish_s"] - r["arrival_s"])
-    print(f"{cls.__name__:>28}: worst end-to-end {worst['finish_s'] - worst['arrival_s']:.1f} s, "
-          f"max preemptions of one request {max(r['num_preemptions'] for r in recs)}")
+fig, ax = plt.subplots(figsize=(10, 3.6))
+for cls, color in ((ContinuousBatchingScheduler, "C0"), (BackOfQueuePreemption, "C3")):
+    recs = simulate(pressure, cls, num_blocks=300, max_num_seqs=32).requests()
+    e2e = np.array([r["finish_s"] - r["arrival_s"] for r in recs])
+    ax.scatter([r["arrival_s"] for r in recs], e2e, s=10, color=color, label=cls.__name__)
+    print(f"{cls.__name__:>28}: worst end-to-end {e2e.max():.1f} s, overtaken by up to "
+          f"{overtaken_by(recs).max()} later arrivals, max preemptions of one request "
+          f"{max(r['num_preemptions'] for r in recs)}")
+ax.set(xlabel="arrival time (s)", ylabel="end-to-end latency (s)",
+       title="Back-of-queue preemption: victims wait behind everyone who came after them")
+ax.legend()
+plt.show()
 
 # %% [markdown]
 # **3. A long prefill stalls every decode without chunking.** One 6,000-token prompt
@@ -654,14 +678,16 @@ for name, cls, extra in (("continuous", ContinuousBatchingScheduler, {}),
 
 # %%
 class Greedy(ContinuousBatchingScheduler):
-    def schedule(self, now):
-        batch = Batch()
-        self.running.extend(self.waiting)  # everyone in, memory or not
-        self.waiting.clear()
-        for seq in self.running:
-            self.pool.allocate(seq, self.pool.blocks_needed(seq, seq.num_pending_tokens))
+    def grow(self, seq, n, batch):
+        self.pool.allocate(seq, self.pool.blocks_needed(seq, n))  # memory or not
+        return True
+
+    def admit(self, batch, now, token_budget=None):
+        while self.waiting and len(self.running) < self.limits.max_num_seqs:
+            seq = self.waiting.popleft()
+            self.grow(seq, seq.num_pending_tokens, batch)
+            self.running.append(seq)
             batch.add(seq, seq.num_pending_tokens)
-        return batch
 
 
 try:

@@ -94,3 +94,27 @@ def test_contract_violations_are_loud():
 
     with pytest.raises(SchedulingError, match="holds 0 blocks"):
         simulate(make_trace(3, 10, seed=0), NoBlocks)
+
+
+def test_cpu_profile_bounds_the_real_course_model(course_models):
+    """The CPU cost model, built from this machine's measured ceilings, is a roofline: the
+    real forward pass of the course model takes longer than it predicts (kernels do not
+    reach peak), but within one order of magnitude, so simulated CPU policies are
+    realistic. Generous on purpose: both sides are measured in this run, under any load."""
+    import torch
+
+    from llmopt.bench import measure
+    from llmopt.engine import Engine
+    from llmopt.simulator import cpu_cost_model
+
+    model = course_models["course-lm"]
+    engine, cost = Engine.from_model(model), cpu_cost_model(model.config)
+    for batch, length in ((1, 32), (4, 128)):
+        ids = torch.randint(3, 4000, (batch, length), generator=torch.Generator().manual_seed(length))
+        positions = torch.arange(length).expand(batch, -1)
+        with torch.no_grad():
+            measured = measure(lambda: engine.forward(ids, positions), device="cpu", budget_s=1.0).median_s
+        predicted = cost.step_time([(length, 0)] * batch)
+        assert 0.7 <= measured / predicted <= 15, (
+            f"batch {batch} x {length} tokens: measured {measured * 1e3:.1f} ms, the cost model "
+            f"predicts {predicted * 1e3:.1f} ms (ratio {measured / predicted:.1f})")

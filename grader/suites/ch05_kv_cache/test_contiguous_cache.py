@@ -5,7 +5,10 @@ import statistics
 import pytest
 import torch
 
+from course_config import THRESHOLDS
+
 NO_TOKEN = -1
+MIN_SPEEDUP = THRESHOLDS["ch05_kv_cache/cached_decode_speedup"].minimum
 HIDDEN_PROMPTS = [
     "class Stack:\n    def __init__(self):\n        self.",
     "import re\n\nPATTERN = re.compile(",
@@ -124,7 +127,7 @@ def test_cached_decoding_is_faster(student):
         recompute = engine.generate.repeat(1, ids, None, 2) - engine.generate.repeat(1, ids, None, 1)
         ratios.append(recompute / max(cached, 1e-4))
     ratio = statistics.median(ratios)
-    assert ratio >= 3.0, (
+    assert ratio >= MIN_SPEEDUP, (
         f"at sequence length ~{prompt_len + extra}, a cached decode step was only {ratio:.1f}x faster "
-        f"than recomputing the whole prefix (median of 3 rounds); at least 3x is expected. Feed the "
+        f"than recomputing the whole prefix (median of 3 rounds); at least {MIN_SPEEDUP:g}x is expected. Feed the "
         f"engine only the new token after the prefill, and do not copy the whole cache at each step")

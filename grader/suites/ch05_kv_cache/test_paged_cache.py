@@ -126,10 +126,7 @@ def test_state_machine(student):
             self.data[self.next_id] = (torch.zeros(0, H_KV, D), torch.zeros(0, H_KV, D))
             self.next_id += 1
 
-        @precondition(lambda self: self.data)
-        @rule(data=st.data(), n=st.integers(1, 6))
-        def append(self, data, n):
-            seq = data.draw(st.sampled_from(sorted(self.data)))
+        def write(self, seq, n):
             # worst case: every sequence's blocks private plus the new ones
             if self.blocks_needed() + math.ceil(n / block_size) + 1 > num_blocks:
                 return
@@ -140,12 +137,19 @@ def test_state_machine(student):
             old_k, old_v = self.data[seq]
             self.data[seq] = (torch.cat([old_k, k]), torch.cat([old_v, v]))
 
+        @precondition(lambda self: self.data)
+        @rule(data=st.data(), n=st.integers(1, 6))
+        def append(self, data, n):
+            self.write(data.draw(st.sampled_from(sorted(self.data))), n)
+
         @precondition(lambda self: self.data and len(self.data) < 5)
-        @rule(data=st.data())
-        def fork(self, data):
+        @rule(data=st.data(), n=st.integers(1, 3))
+        def fork(self, data, n):
+            """fork, then write into one side: the shared partial block must be copied"""
             seq = data.draw(st.sampled_from(sorted(self.data)))
             self.cache.fork(seq, self.next_id)
             self.data[self.next_id] = self.data[seq]
+            self.write(data.draw(st.sampled_from([seq, self.next_id])), n)
             self.next_id += 1
 
         @precondition(lambda self: self.data)

@@ -1,0 +1,57 @@
+"""Shared by the chapter 6 suites: run a student's policy in the worker, the reference
+(the `reference` fixture: the source notebook's own solution) here, and check the serving
+contract on the result."""
+
+from hypothesis import strategies as st
+
+from llmopt.simulator import SchedulingError, simulate, simulate_disaggregated
+from llmopt.workload import Request
+
+
+@st.composite
+def random_traces(draw, max_requests, max_prompt, max_output, gaps, spare_blocks):
+    """(trace, num_blocks, max_num_seqs): arrivals spaced by `gaps`, a pool that always
+    holds the largest request (block size 8) plus up to `spare_blocks` more."""
+    n = draw(st.integers(2, max_requests))
+    gap = draw(st.lists(st.sampled_from(gaps), min_size=n, max_size=n))
+    prompts = draw(st.lists(st.integers(1, max_prompt), min_size=n, max_size=n))
+    outputs = draw(st.lists(st.integers(1, max_output), min_size=n, max_size=n))
+    t, trace = 0.0, []
+    for i in range(n):
+        t += gap[i]
+        trace.append(Request(i, round(t, 6), prompts[i], outputs[i]))
+    biggest = max(-(-(p + o) // 8) for p, o in zip(prompts, outputs))
+    return trace, draw(st.integers(biggest + 1, biggest + spare_blocks)), draw(st.integers(1, 8))
+
+
+def run_student(student, policy, trace, disaggregated=False, **kwargs):
+    """(requests, step_stats, violations) of the student's policy class, run in the worker."""
+    fn = "llmopt.simulator:simulate_disaggregated" if disaggregated else "llmopt.simulator:simulate"
+    try:
+        result = student.library(fn)([r.to_dict() for r in trace], getattr(student, policy),
+                                     strict=False, **kwargs)
+        return result.requests(), result.step_stats(), result.violations.value()
+    except SchedulingError as stopped:
+        raise AssertionError(f"the simulator stopped your {policy}: {stopped}") from None
+
+
+def run_reference(policy_cls, trace, disaggregated=False, **kwargs):
+    result = (simulate_disaggregated if disaggregated else simulate)(trace, policy_cls, **kwargs)
+    return result.requests()
+
+
+def check_invariants(requests, stats, violations, num_blocks, max_num_seqs, token_budget=None):
+    assert not violations, f"your scheduler broke the serving contract: {violations[0]}"
+    for r in requests:
+        assert r["finish_s"] is not None, f"request {r['request_id']} never finished"
+        assert r["tokens_emitted"] == r["output_len"], (
+            f"request {r['request_id']} emitted {r['tokens_emitted']} tokens, expected exactly "
+            f"{r['output_len']}")
+    assert max(stats["blocks_used"]) <= num_blocks, (
+        f"{max(stats['blocks_used'])} KV blocks held in one step, over the pool of {num_blocks}")
+    assert max(stats["num_seqs"]) <= max_num_seqs, (
+        f"{max(stats['num_seqs'])} sequences in one step, over max_num_seqs={max_num_seqs}")
+    assert max(stats["leaked_blocks"]) == 0, "a preempted sequence kept its KV blocks: free them"
+    if token_budget is not None:
+        assert max(stats["num_tokens"]) <= token_budget, (
+            f"a step ran {max(stats['num_tokens'])} tokens, over the budget of {token_budget}")
