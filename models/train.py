@@ -163,7 +163,7 @@ class ModelSpec:
 SPECS = {
     "course-lm": ModelSpec("course-lm", hidden_size=256, intermediate_size=640,
                            num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=2,
-                           steps=400, batch_size=8, learning_rate=2e-3, warmup_steps=40),
+                           steps=720, batch_size=8, learning_rate=2e-3, warmup_steps=40),
     "course-lm-draft": ModelSpec("course-lm-draft", hidden_size=128, intermediate_size=352,
                                  num_hidden_layers=3, num_attention_heads=4,
                                  num_key_value_heads=2, steps=240, batch_size=16,
