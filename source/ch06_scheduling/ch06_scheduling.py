@@ -181,6 +181,7 @@ class ContinuousBatchingScheduler(Scheduler):
     """
 
     def preempt_latest(self, batch: Batch) -> Sequence:
+        """Evict the latest admitted running sequence to the queue's front; return it."""
         ### BEGIN SOLUTION
         victim = self.running.pop()  # the most recently admitted
         self.pool.free(victim)
@@ -190,6 +191,7 @@ class ContinuousBatchingScheduler(Scheduler):
         ### END SOLUTION
 
     def grow(self, seq: Sequence, n: int, batch: Batch) -> bool:
+        """Blocks for n more tokens of seq, preempting as needed; False if seq was evicted."""
         ### BEGIN SOLUTION
         need = self.pool.blocks_needed(seq, n)
         while not self.pool.can_allocate(need):
@@ -200,6 +202,7 @@ class ContinuousBatchingScheduler(Scheduler):
         ### END SOLUTION
 
     def admit(self, batch: Batch, now: float, token_budget: int | None = None) -> None:
+        """Move waiting sequences to running, first come first served, into `batch`."""
         ### BEGIN SOLUTION
         while self.waiting and len(self.running) < self.limits.max_num_seqs:
             left = math.inf if token_budget is None else token_budget - batch.num_tokens
@@ -216,6 +219,7 @@ class ContinuousBatchingScheduler(Scheduler):
         ### END SOLUTION
 
     def schedule(self, now: float) -> Batch:
+        """Grow the running sequences, then admit if nobody was preempted."""
         batch = Batch()
         ### BEGIN SOLUTION
         for seq in list(self.running):
