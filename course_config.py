@@ -128,8 +128,10 @@ THRESHOLDS: dict[str, Threshold] = {
         "ratio", 3.0, note="recompute time / cached time of a decode step at sequence length "
         "~512, the end of a 512-token generation on the course model"),
     "ch05_kv_cache/paged_vs_dense_speed": Threshold(
-        "ratio", 1 / 8, note="dense sdpa time / PyTorch paged-attention time on the same data "
-        "(at most 8x slower; the gather measured about 2x on the course's CPU)"),
+        "ratio", 1 / 16, note="dense sdpa time / PyTorch paged-attention time on the same data: "
+        "at most 16x slower. On the course's CPU a one-shot gather measured 4-5x (2 cores "
+        "busy), a per-token Python loop 120-160x; the bound sits between them with room "
+        "for load on either side"),
     "ch05_kv_cache/triton_paged_bandwidth": Threshold(
         "fraction_of_peak", 0.25, device="cuda", note="K and V bytes read per second by the "
         "Triton kernel at 8k context, fp16, over the copy bandwidth calibrated on the device"),

@@ -633,10 +633,10 @@ print(f"bursty trace p99 TTFT: static {s_static['ttft_p99_s']:.2f} s, continuous
 # %%
 class BackOfQueuePreemption(ContinuousBatchingScheduler):
     def preempt_latest(self, batch):
-        victim = super().preempt_latest(batch)
-        self.waiting.remove(victim)  # from the front of the queue...
-        self.waiting.append(victim)  # ...to the back, behind every newer arrival
-        return victim
+        evicted = super().preempt_latest(batch)
+        self.waiting.remove(evicted)  # from the front of the queue...
+        self.waiting.append(evicted)  # ...to the back, behind every newer arrival
+        return evicted
 
 
 def overtaken_by(records):
@@ -677,21 +677,14 @@ for name, cls, extra in (("continuous", ContinuousBatchingScheduler, {}),
     print(f"{name:>10}: longest step (a decode stall for everyone in it) {longest * 1e3:.1f} ms")
 
 # %% [markdown]
-# **4. Breaking the contract fails loudly.** A scheduler that admits without checking the
-# pool runs the GPU out of memory; the simulator says so instead of returning numbers:
+# **4. Breaking the contract fails loudly.** A scheduler that grows sequences without
+# checking the pool runs the GPU out of memory; the simulator says so instead of returning numbers:
 
 # %%
 class Greedy(ContinuousBatchingScheduler):
     def grow(self, seq, n, batch):
-        self.pool.allocate(seq, self.pool.blocks_needed(seq, n))  # memory or not
+        self.pool.allocate(seq, self.pool.blocks_needed(seq, n))  # never preempts: memory or not
         return True
-
-    def admit(self, batch, now, token_budget=None):
-        while self.waiting and len(self.running) < self.limits.max_num_seqs:
-            seq = self.waiting.popleft()
-            self.grow(seq, seq.num_pending_tokens, batch)
-            self.running.append(seq)
-            batch.add(seq, seq.num_pending_tokens)
 
 
 try:

@@ -18,10 +18,10 @@ def judge_side():
     from llmopt.serving import generate_alone
 
     torch.set_num_threads(2)
-    tokenizer = load_tokenizer("course-lm")
-    prompts = [tokenizer.encode(t) for t in TEXTS]
-    engine = Engine.from_model(load_model("course-lm"))
-    return prompts, [generate_alone(engine, p, n) for p, n in zip(prompts, LENGTHS)]
+    encode = load_tokenizer("course-lm").encode
+    prompts = [encode(t) for t in TEXTS]
+    judge_engine = Engine.from_model(load_model("course-lm"))
+    return prompts, [generate_alone(judge_engine, p, n) for p, n in zip(prompts, LENGTHS)]
 
 
 def serve(student, judge_side, policy, **kwargs):
