@@ -379,10 +379,11 @@ gradient clipping at 1.0, {spec.steps} steps of {spec.batch_size} random windows
 ## Limitations
 
 Both course models are trained for a fixed number of steps so that `make models` fits in
-about half an hour on 2 CPU cores. At that budget `course-lm` is under-trained: compare
-the held-out perplexities in the two cards before relying on it being the better model.
-Training times are wall-clock times on a 2-core machine shared with other jobs.
-Greedy completions repeat themselves, as small models do.
+45 minutes on 2 CPU cores: about 3M tokens for `course-lm`, far below what a model of its
+size could use, so both are small-data models (`course-lm` still has the lower held-out
+perplexity of the two: compare the cards). Training times are wall-clock times on a
+2-core machine shared with other jobs. Greedy completions repeat themselves, as small
+models do.
 
 ## Greedy sample completions
 
