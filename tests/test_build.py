@@ -111,3 +111,15 @@ def test_solutions_are_executed_and_free_of_hidden_tests(chapter, notebook):
     assert all(c.execution_count for c in code), "solutions/ must be executed: run `make solutions`"
     assert not any(o.get("output_type") == "error" for c in code for o in c.outputs)
     assert "BEGIN HIDDEN TESTS" not in json.dumps(nb) and 'grade("' not in json.dumps(nb)
+
+
+def test_readme_lists_each_chapter_with_its_status():
+    """The README's chapter table says `ready` exactly for the chapters that have notebooks."""
+    rows = {line.split("|")[2].strip().split("`")[1]: line.split("|")[4].strip()
+            for line in (ROOT / "README.md").read_text().splitlines()
+            if line.startswith("| ") and "`ch" in line}
+    assert set(rows) == {ch.slug for ch in course_config.CHAPTERS}, "one README row per chapter"
+    for ch in course_config.CHAPTERS:
+        assert rows[ch.slug].startswith("ready") == bool(ch.notebooks), (
+            f"README says {rows[ch.slug]!r} for {ch.slug}, which "
+            f"{'has' if ch.notebooks else 'has no'} notebooks")
