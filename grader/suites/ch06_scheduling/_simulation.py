@@ -4,6 +4,8 @@ contract on the result."""
 
 from hypothesis import strategies as st
 
+from course_config import THRESHOLDS
+from llmopt.metrics import summarize
 from llmopt.simulator import SchedulingError, simulate, simulate_disaggregated
 from llmopt.workload import Request
 
@@ -38,6 +40,17 @@ def run_student(student, policy, trace, disaggregated=False, **kwargs):
 def run_reference(policy_cls, trace, disaggregated=False, **kwargs):
     result = (simulate_disaggregated if disaggregated else simulate)(trace, policy_cls, **kwargs)
     return result.requests()
+
+
+def check_goodput_near_reference(student, policy, reference_cls, trace, slo, disaggregated=False, **setup):
+    """The student's goodput under `slo` = (ttft_s, tpot_s) is at least the threshold's
+    share of the reference policy's on the same trace and setup."""
+    minimum = THRESHOLDS["ch06_scheduling/goodput_vs_reference"].minimum
+    requests, _, violations = run_student(student, policy, trace, disaggregated, **setup)
+    assert not violations, violations[0]
+    mine = summarize(requests, *slo)["goodput_rps"]
+    ref = summarize(run_reference(reference_cls, trace, disaggregated, **setup), *slo)["goodput_rps"]
+    assert mine >= minimum * ref, f"goodput {mine:.2f} req/s, below {minimum:.0%} of the reference's {ref:.2f}"
 
 
 def check_invariants(requests, stats, violations, num_blocks, max_num_seqs, token_budget=None):

@@ -1,6 +1,6 @@
 import pytest
 from hypothesis import HealthCheck, given, settings
-from _simulation import check_invariants, random_traces, run_reference, run_student
+from _simulation import check_goodput_near_reference, check_invariants, random_traces, run_reference, run_student
 
 from course_config import THRESHOLDS
 from llmopt.metrics import summarize
@@ -9,7 +9,6 @@ from llmopt.workload import make_trace
 
 POLICY = "ContinuousBatchingScheduler"
 MIN_SPEEDUP = THRESHOLDS["ch06_scheduling/continuous_vs_static_throughput"].minimum
-MIN_GOODPUT = THRESHOLDS["ch06_scheduling/goodput_vs_reference"].minimum
 
 
 @pytest.mark.points(2.5)
@@ -88,8 +87,4 @@ def test_goodput_near_the_reference(student, reference):
     """goodput at least 90% of the reference policy's on a Poisson trace"""
     trace = make_trace(250, 30, seed=41, prompt_median=400, output_median=150, prompt_max=4000)
     setup = dict(num_blocks=1200, max_num_seqs=48)
-    requests, _, violations = run_student(student, POLICY, trace, **setup)
-    assert not violations, violations[0]
-    mine = summarize(requests, 2.0, 0.02)["goodput_rps"]
-    ref = summarize(run_reference(reference.ContinuousBatchingScheduler, trace, **setup), 2.0, 0.02)["goodput_rps"]
-    assert mine >= MIN_GOODPUT * ref, f"goodput {mine:.2f} req/s, below {MIN_GOODPUT:.0%} of the reference's {ref:.2f}"
+    check_goodput_near_reference(student, POLICY, reference.ContinuousBatchingScheduler, trace, (2.0, 0.02), **setup)

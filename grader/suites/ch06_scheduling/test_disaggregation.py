@@ -1,13 +1,11 @@
 import pytest
 from hypothesis import HealthCheck, given, settings
-from _simulation import check_invariants, random_traces, run_reference, run_student
+from _simulation import check_goodput_near_reference, check_invariants, random_traces, run_reference, run_student
 
-from course_config import THRESHOLDS
 from llmopt.metrics import summarize
 from llmopt.workload import make_trace
 
 POLICY = "DecodeScheduler"
-MIN_GOODPUT = THRESHOLDS["ch06_scheduling/goodput_vs_reference"].minimum
 
 
 @pytest.mark.points(2)
@@ -48,8 +46,4 @@ def test_goodput_near_the_reference(student, reference):
     trace = make_trace(200, 16, seed=81, prompt_median=1000, prompt_sigma=0.8, output_median=200,
                        prompt_max=6000)
     setup = dict(num_blocks=2500, max_num_seqs=48, link_bytes_per_s=50e9)
-    requests, _, violations = run_student(student, POLICY, trace, disaggregated=True, **setup)
-    assert not violations, violations[0]
-    mine = summarize(requests, 1.5, 0.015)["goodput_rps"]
-    ref = summarize(run_reference(reference.DecodeScheduler, trace, disaggregated=True, **setup), 1.5, 0.015)["goodput_rps"]
-    assert mine >= MIN_GOODPUT * ref, f"goodput {mine:.2f} req/s, below {MIN_GOODPUT:.0%} of the reference's {ref:.2f}"
+    check_goodput_near_reference(student, POLICY, reference.DecodeScheduler, trace, (1.5, 0.015), disaggregated=True, **setup)
