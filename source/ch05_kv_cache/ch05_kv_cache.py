@@ -60,7 +60,7 @@ import triton
 import triton.language as tl
 
 import course_config
-from llmopt.engine import NO_TOKEN, Engine, KVView, LlamaWeights, causal_attention
+from llmopt.engine import NO_TOKEN, Engine, KVView, LlamaWeights
 from llmopt.kv_errors import DoubleFreeError, OutOfBlocksError
 
 SMALL = course_config.SMALL_WORKLOAD  # True under `make test`: shorter measurements
