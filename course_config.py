@@ -24,7 +24,7 @@ class Chapter:
     title_zh: str  # the book's own chapter title
     notebooks: tuple[str, ...] = ()  # notebook stems under source/<slug>/; () = not written yet
     execute_timeout_s: int = 120  # nbgrader's per-cell limit in the student kernel
-    worker_memory_mb: int = 4096  # address-space cap of one grading worker
+    worker_memory_mb: int = 4096  # data-segment cap (RLIMIT_DATA) of one grading worker
     test_timeout_s: float = 20.0  # default wall time of one hidden test
 
     @property
@@ -66,6 +66,23 @@ def chapter(key: str | int) -> Chapter:
 
 
 # ---------------------------------------------------------------------------------------
+# Where nbgrader and the students work (all git-ignored; a relative path is taken from
+# the course directory, this repository unless LLMOPT_COURSE_DIR names a scratch copy)
+# ---------------------------------------------------------------------------------------
+
+# nbgrader's exchange: release_assignment puts a chapter there, fetch_assignment takes it
+# out, submit puts a submission back, collect takes it to submitted/. Inside the course
+# directory by default, so the whole round trip runs on one machine with nothing under
+# /usr/local/share; LLMOPT_EXCHANGE_DIR names a shared folder instead (a class on one
+# machine or a JupyterHub: it must then be writable by every student).
+EXCHANGE_DIR = Path(os.environ.get("LLMOPT_EXCHANGE_DIR") or "exchange")
+# The students' workspace: `make lab` serves it and adds the chapters it lacks from
+# release/ (never replacing a notebook there); fetch_assignment fills it from the exchange
+# and submit sends from it. Students never work in release/, which every build rewrites.
+WORKSPACE_DIR = Path(os.environ.get("LLMOPT_WORKSPACE_DIR") or "workspace")
+
+
+# ---------------------------------------------------------------------------------------
 # Grading
 # ---------------------------------------------------------------------------------------
 
@@ -81,9 +98,6 @@ class Grading:
     worker_threads: int = 1  # torch/BLAS threads: same speed for every student, no oversubscription
     # Backstop for a whole suite run, on top of each test's own wall-time limit.
     suite_timeout_s: float = 600.0
-    # Run the submission in an nbgrader kernel too, only to show its outputs in feedback.
-    # Scores never depend on it: the judge grades in its own workers.
-    execute_in_kernel: bool = True
     # Known hardware-dependent checks are reported "blocked" where the hardware is absent;
     # blocked tests leave the cell's denominator instead of scoring zero.
     blocked_counts_against: bool = False

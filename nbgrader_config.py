@@ -21,6 +21,13 @@ c.CourseDirectory.db_url = f"sqlite:///{COURSE_DIR / 'gradebook.db'}"
 # Text twins (*.py) are the notebooks' diff-friendly sources: never copy them anywhere.
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", "*.py"]
 
+# The exchange and the students' side of it (fetch_assignment, submit, fetch_feedback)
+# live where course_config says, inside the course directory by default: nothing goes to
+# /usr/local/share/nbgrader or to the home directory (nbgrader's submit cache).
+c.Exchange.root = str(COURSE_DIR / course_config.EXCHANGE_DIR)
+c.Exchange.assignment_dir = str(COURSE_DIR / course_config.WORKSPACE_DIR)
+c.Exchange.cache = str(COURSE_DIR / course_config.WORKSPACE_DIR / ".nbgrader_cache")
+
 # The hidden region of a test cell holds only the call that names its suite.
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 
@@ -46,10 +53,9 @@ c.GenerateSolution.preprocessors = [
     "nbgrader.preprocessors.Execute",
 ]
 
-# Autograde: the kernel run (crash-safe) only feeds the feedback; the judge scores.
+# Autograde runs no kernel: student code runs only in the judge's sandboxed workers, and
+# the judge writes every test cell's verdict and score.
 c.Autograde.autograde_preprocessors = [
-    *(["grader.nbgrader_plugin.SafeExecute"] if course_config.GRADING.execute_in_kernel else []),
-    "nbgrader.preprocessors.IgnorePattern",
     "nbconvert.preprocessors.ClearMetadataPreprocessor",
     "nbgrader.preprocessors.LimitOutput",
     "grader.nbgrader_plugin.JudgeCells",

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 import course_config
-from grader.student import StudentError, Student, WorkerCrashed, WorkerPool, WorkerTimeout
+from grader.sandbox import bubblewrap
+from grader.student import StudentError, WorkerCrashed, WorkerPool, WorkerTimeout, cap
 
 SUITES_DIR = Path(__file__).parent / "suites"
 STATUSES = ("passed", "failed", "timeout", "crashed", "blocked", "error")
@@ -66,13 +67,20 @@ def suite_path(suite: str) -> Path:
 
 
 def run_suites(cells: list[dict], suites: list[str], *, chapter: str, filename: str = "notebook") -> dict[str, SuiteResult]:
-    """Grade the student's code cells against each named suite, out of process."""
+    """Grade the student's code cells against each named suite, out of process.
+
+    The judge's pytest process writes its records into a folder of this process's own
+    that no sandbox can see; a run that did not end as pytest ends (0: all passed, 1: some
+    failed) is the grader's error, never a score, and every test collected from the suite
+    files gets a verdict: one without a record is an error. The judge's own log (which
+    may quote suite code) goes to the instructors' log, never into a message."""
     ch = course_config.chapter(chapter)
+    bubblewrap.check()  # refuse here, clearly, rather than in every test
     results: dict[str, SuiteResult] = {s: SuiteResult(s) for s in suites}
     missing = [s for s in suites if not suite_path(s).is_file()]
     for s in missing:
         results[s].tests.append(TestResult("hidden suite present", 0.0, "error",
-                                           f"no hidden suite {suite_path(s)}: tell the instructors"))
+                                           "a hidden suite is missing: tell the instructors"))
     present = [s for s in suites if s not in missing]
     if not present:
         return results
@@ -90,15 +98,20 @@ def run_suites(cells: list[dict], suites: list[str], *, chapter: str, filename: 
         try:
             run = subprocess.run(command, cwd=course_config.ROOT, env=env, capture_output=True,
                                  text=True, timeout=course_config.GRADING.suite_timeout_s)
+            status = run.returncode
             log = run.stdout[-3000:] + run.stderr[-3000:]
         except subprocess.TimeoutExpired:
-            log = f"the whole suite run exceeded {course_config.GRADING.suite_timeout_s} s"
+            status, log = None, f"the whole suite run exceeded {course_config.GRADING.suite_timeout_s} s"
         recorded = json.loads(results_file.read_text()) if results_file.exists() else {}
+    if status not in (0, 1):
+        print(f"grader: the judge's run of {', '.join(present)} ended with status {status}:\n{log}",
+              file=sys.stderr)
     for s in present:
         tests = recorded.get(s)
-        if tests is None:
+        if status not in (0, 1) or not tests:
             results[s].tests.append(TestResult("hidden suite ran", 0.0, "error",
-                                               f"the judge recorded nothing for {s}:\n{log}"))
+                                               "the grader failed on this suite (not your code's "
+                                               "fault): the instructors have its log"))
         else:
             results[s].tests.extend(TestResult(**t) for t in tests)
     return results
@@ -155,9 +168,18 @@ def student(request: pytest.FixtureRequest, _worker_pool: WorkerPool):
     marker = request.node.get_closest_marker("timeout")
     limit = float(marker.args[0]) if marker else ch.test_timeout_s
     fresh = request.node.get_closest_marker("fresh_worker") is not None
-    worker = _worker_pool.worker_for(str(request.node.fspath), fresh=fresh)
     cells = json.loads(Path(config.getoption("student_source")).read_text())
-    yield Student(worker, cells, config.getoption("student_filename"), limit)
+    yield _worker_pool.student(str(request.node.fspath), fresh, cells,
+                               config.getoption("student_filename"), limit)
+
+
+@pytest.fixture
+def baseline(request: pytest.FixtureRequest, _worker_pool: WorkerPool):
+    """A worker that never runs student code: what a test compares the student with
+    (library baselines, device calibration) is computed there."""
+    ch = course_config.chapter(request.config.getoption("chapter"))
+    marker = request.node.get_closest_marker("timeout")
+    yield _worker_pool.baseline(float(marker.args[0]) if marker else ch.test_timeout_s)
 
 
 @pytest.fixture(scope="session")
@@ -175,7 +197,7 @@ def reference(pytestconfig: pytest.Config):
     namespace: dict = {"__name__": f"reference_{ch.slug}"}
     for name in ch.notebooks:
         path = course_config.ROOT / "source" / ch.slug / f"{name}.ipynb"
-        for cell in student_cells(nbformat.read(path, as_version=4)):
+        for cell in student_cells(nbformat.read(path, as_version=4)):  # trusted: our own
             exec(compile(cell["source"], f"{path.name}, cell {cell['name']}", "exec"), namespace)
     return types.SimpleNamespace(**namespace)
 
@@ -192,6 +214,11 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def _suite_of(item: pytest.Item) -> str:
     path = Path(str(item.fspath))
     return f"{path.parent.name}/{path.stem.removeprefix('test_')}"
+
+
+def _points(item: pytest.Item) -> float:
+    marker = item.get_closest_marker("points")
+    return float(marker.args[0]) if marker else 1.0
 
 
 def _describe(item: pytest.Item) -> str:
@@ -214,22 +241,22 @@ def _worker_failure(exc: BaseException | None) -> BaseException | None:
                 found = _worker_failure(inner)
                 if found is not None:
                     return found
-        exc = exc.__cause__ or exc.__context__
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
     return None
 
 
 def _message(exc: BaseException) -> str:
-    """Student-facing text for a failure: never the judge's traceback or test source."""
-    if isinstance(exc, (WorkerTimeout, WorkerCrashed)):
-        return str(exc)
+    """Student-facing text for a failure, capped: never the judge's traceback or test source."""
+    if isinstance(exc, StudentError) and exc.remote_type == "CellLoadError":
+        return cap(str(exc))  # the cell's error, once, without a traceback
     if isinstance(exc, StudentError):
         tail = exc.remote_traceback.strip().splitlines()[-6:]
-        return f"your code raised {exc.remote_type}: {exc}\n" + "\n".join(tail)
-    if isinstance(exc, AssertionError):
-        return str(exc) or "a hidden check failed"
+        return cap(f"your code raised {exc.remote_type}: {exc}\n" + "\n".join(tail))
+    if isinstance(exc, (WorkerTimeout, WorkerCrashed, AssertionError)):
+        return cap(str(exc) or "a hidden check failed")
     if isinstance(exc, RuntimeError) and "grading worker failed to start" in str(exc):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
+        return cap(str(exc))
+    return f"the grader failed in this test ({type(exc).__name__}; not your code's fault): tell the instructors"
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -237,8 +264,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     outcome = yield
     report = outcome.get_result()
     records = item.config._grader_records.setdefault(_suite_of(item), {})
-    marker = item.get_closest_marker("points")
-    points = float(marker.args[0]) if marker else 1.0
+    points = _points(item)
     previous = records.get(item.nodeid)
     if previous and previous["status"] != "passed":
         return  # keep the first failure (e.g. a teardown after a failed call)
@@ -257,7 +283,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
             status = "failed" if isinstance(exc, AssertionError) else "error"
         else:
             status = "failed"
-        message = _message(exc) if exc is not None else str(report.longrepr)[-2000:]
+        message = _message(exc) if exc is not None else "a hidden check failed"
     elif report.when != "call" and previous is not None:
         return
     if report.when == "call" or status != "passed":
@@ -265,8 +291,21 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
                                                  round(report.duration, 3)))
 
 
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
+    config._grader_collected = list(items)
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Write one record per collected test, in collection order: a test that never
+    reported (the run was cut short) is an error, not missing from the total."""
     path = session.config.getoption("results")
-    if path:
-        records = session.config._grader_records
-        Path(path).write_text(json.dumps({s: list(r.values()) for s, r in records.items()}, indent=1))
+    if not path:
+        return
+    records = session.config._grader_records
+    out: dict[str, list] = {}
+    for item in getattr(session.config, "_grader_collected", []):
+        suite = records.get(_suite_of(item), {})
+        record = suite.get(item.nodeid) or asdict(TestResult(
+            _describe(item), _points(item), "error", "this test did not run to the end"))
+        out.setdefault(_suite_of(item), []).append(record)
+    Path(path).write_text(json.dumps(out, indent=1))

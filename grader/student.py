@@ -21,9 +21,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from grader.sandbox import wire
+from grader.sandbox import bubblewrap, wire
 
 WORKER_SCRIPT = Path(__file__).parent / "sandbox" / "worker.py"
+WIRE_MODULE = Path(__file__).parent / "sandbox" / "wire.py"
+MAX_PROCESSES = 2048  # threads count too; a fork bomb stops here
+MAX_MESSAGE_LINE = 300  # characters of one line of a message shown to a student
+MAX_MESSAGE = 2000  # characters of one test's message in all
 OUTPUT_LIMIT_EXIT = 125  # the worker's exit status when the student's prints hit the limit
 STARTUP_TIMEOUT_S = 120.0  # importing torch on a busy 2-core machine can take a while
 LOAD_TIMEOUT_S = 120.0  # running the student's cells (imports, model loading) before a test
@@ -74,34 +78,48 @@ def _exception_class(type_name: str, module: str) -> type:
 
 
 def _limit_resources(memory_mb: int, output_bytes: int) -> None:
-    """Runs in the child between fork and exec: caps that survive into the worker."""
+    """Runs in the child between fork and exec: caps that survive into the sandbox.
+
+    Memory is capped with RLIMIT_DATA (heap and private writable mappings), not
+    RLIMIT_AS: CUDA reserves far more address space than it ever touches, so an
+    address-space cap stops it from initialising at all."""
     os.setsid()  # own process group, so a timeout kills every process the student started
     limit = memory_mb * 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
     resource.setrlimit(resource.RLIMIT_FSIZE, (output_bytes, output_bytes))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_NPROC, (MAX_PROCESSES, MAX_PROCESSES))
 
 
 class Worker:
-    """One worker process, serving the tests of one suite file until it fails."""
+    """One sandboxed worker process, serving the tests of one suite file until it fails."""
 
     def __init__(self, memory_mb: int, output_bytes: int, threads: int = 1):
+        bubblewrap.check()
+        # Judge-private: the student's output file lives here, opened by the judge and
+        # inherited as the worker's stdout/stderr; the sandbox cannot see this folder.
         self.scratch = Path(tempfile.mkdtemp(prefix="grader-worker-"))
         self.output_bytes = output_bytes
+        self._output_path = self.scratch / "student_output.txt"
+        output = os.open(self._output_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         req_read, self._req_write = os.pipe()
         self._rep_read, rep_write = os.pipe()
         env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
-        env.update(HOME=str(self.scratch), MPLBACKEND="Agg", GRADER_WORKER_THREADS=str(threads),
+        env.update(HOME="/tmp/home", MPLBACKEND="Agg", GRADER_WORKER_THREADS=str(threads),
                    OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                    PYTHONDONTWRITEBYTECODE="1", PYTHONHASHSEED="0")
-        self.process = subprocess.Popen(
-            [sys.executable, "-I", str(WORKER_SCRIPT), str(req_read), str(rep_write)],
-            cwd=self.scratch, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, pass_fds=(req_read, rep_write),
-            preexec_fn=lambda: _limit_resources(memory_mb, output_bytes),
-        )
-        os.close(req_read)
-        os.close(rep_write)
+        argv = [sys.executable, "-I", str(WORKER_SCRIPT), str(req_read), str(rep_write)]
+        try:
+            self.process = subprocess.Popen(
+                bubblewrap.command(argv, [WORKER_SCRIPT, WIRE_MODULE]), cwd=self.scratch, env=env,
+                stdin=subprocess.DEVNULL, stdout=output, stderr=output,
+                pass_fds=(req_read, rep_write),
+                preexec_fn=lambda: _limit_resources(memory_mb, output_bytes),
+            )
+        finally:
+            os.close(output)
+            os.close(req_read)
+            os.close(rep_write)
         self._requests = os.fdopen(self._req_write, "wb")
         self._replies = os.fdopen(self._rep_read, "rb")
         self.deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -133,10 +151,11 @@ class Worker:
 
     def student_output(self, limit: int = 2000) -> str:
         try:
-            text = (self.scratch / "student_output.txt").read_text(errors="replace")
+            with open(self._output_path, "rb") as f:
+                f.seek(max(0, os.fstat(f.fileno()).st_size - limit))
+                return f.read(limit).decode(errors="replace")
         except OSError:
             return ""
-        return text[-limit:]
 
     # -- requests ----------------------------------------------------------------------
 
@@ -148,20 +167,26 @@ class Worker:
         except (BrokenPipeError, OSError):
             raise self._crashed(during) from None
         reply, reply_tensors = self._receive(self.deadline, during=during)
-        if "error" in reply:
-            err = reply["error"]
-            cls = _exception_class(err.get("type", "Exception"), err.get("module", ""))
-            exc = cls(err.get("message", ""))
-            exc.remote_traceback = err.get("traceback", "")
-            raise exc
-        return wire.decode(reply["value"], reply_tensors, lambda n, t: RemoteRef(self, {"handle": n}, t))
+        try:
+            if "error" in reply:
+                err = reply["error"]
+                cls = _exception_class(str(err.get("type", "Exception")), str(err.get("module", "")))
+                exc = cls(cap(str(err.get("message", ""))))
+                exc.remote_traceback = str(err.get("traceback", ""))[-4000:]
+            else:
+                return wire.decode(reply["value"], reply_tensors,
+                                   lambda n, t: RemoteRef(self, {"handle": int(n)}, str(t)))
+        except Exception:  # a reply that is JSON but not a message: the worker is not ours
+            self.stop()
+            raise WorkerCrashed(f"the worker sent a malformed reply while {during}") from None
+        raise exc
 
     def _receive(self, deadline: float, *, during: str) -> tuple[dict, dict]:
         box: dict = {}
 
         def read() -> None:
             try:
-                box["message"] = wire.recv(self._replies)
+                box["message"] = wire.recv(self._replies, wire.JUDGE_MAX_DOCUMENT, wire.JUDGE_MAX_TENSORS)
             except BaseException as exc:  # EOF, malformed frame
                 box["error"] = exc
 
@@ -221,20 +246,22 @@ class RemoteRef:
         return ".".join([base, *self._target.get("path", [])])
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._call(args, kwargs, repeat=1)
-
-    def _call(self, args: tuple, kwargs: dict, repeat: int, sync: bool = False) -> Any:
         encoded, tensors = wire.encode([list(args), kwargs], _handle_of(self._worker))
         return self._worker.request(
-            {"op": "call", "target": self._target, "args": encoded[0], "kwargs": encoded[1],
-             "repeat": repeat, "sync": sync},
+            {"op": "call", "target": self._target, "args": encoded[0], "kwargs": encoded[1]},
             tensors, during=f"running {self._describe()}(...)")
 
-    def repeat(self, n: int, *args: Any, **kwargs: Any) -> float:
-        """Call n times inside the worker; return the judge-measured seconds per call."""
+    def timed(self, calls: list[tuple[tuple, dict]]) -> tuple[float, list]:
+        """Each (args, kwargs) called once, in order, in one request that the judge times
+        from sending the arguments to receiving every output (device synchronised before
+        the reply): (seconds, outputs). Every output comes back inside the timed window,
+        so work skipped or deferred until an output is looked at cannot hide from the clock."""
+        encoded, tensors = wire.encode([[list(a), k] for a, k in calls], _handle_of(self._worker))
         start = time.perf_counter()
-        self._call(args, kwargs, repeat=n, sync=True)
-        return (time.perf_counter() - start) / n
+        outputs = self._worker.request(
+            {"op": "call", "target": self._target, "each": encoded, "sync": True},
+            tensors, during=f"timing {self._describe()}(...)")
+        return time.perf_counter() - start, outputs
 
     def value(self) -> Any:
         return self._worker.request({"op": "get", "target": self._target},
@@ -258,14 +285,18 @@ def _handle_of(worker: Worker):
 
 
 class Student:
-    """The `student` fixture: the student's notebook, loaded in a fresh worker."""
+    """The `student` fixture: the student's notebook, loaded in a fresh worker.
+
+    `load_errors` lists (cell, error) for each cell that failed to load; the other cells
+    are loaded, and a test that needs a name from a failed cell fails with that error."""
 
     def __init__(self, worker: Worker, cells: list[dict], filename: str, time_limit_s: float):
         """Load the cells (within LOAD_TIMEOUT_S), then start the test's own clock."""
         self._worker = worker
         worker.deadline = time.monotonic() + LOAD_TIMEOUT_S
-        worker.request({"op": "load", "cells": cells, "filename": filename},
-                       during="loading your notebook's code")
+        errors = worker.request({"op": "load", "cells": cells, "filename": filename},
+                                during="loading your notebook's code")
+        self.load_errors = [(str(c), cap(str(e))) for c, e in errors] if isinstance(errors, list) else []
         worker.deadline = time.monotonic() + time_limit_s
 
     def __getattr__(self, name: str) -> RemoteRef:
@@ -277,21 +308,74 @@ class Student:
         """A course-library object inside the worker, e.g. "llmopt.engine:generate"."""
         return self._worker.request({"op": "library", "name": name}, during=f"importing {name}")
 
+    def keep(self, value: Any) -> RemoteRef:
+        """Send data once and keep it in the worker: pass the returned handle to calls."""
+        encoded, tensors = wire.encode(value)
+        return self._worker.request({"op": "keep", "value": encoded}, tensors, during="receiving data")
+
     def output(self) -> str:
         """What the student's code has printed so far (the tail)."""
         return self._worker.student_output()
+
+
+class Baseline(Student):
+    """A worker in which no student code ever runs: baselines and calibration are computed
+    here, so a submission cannot patch what it is compared with. Same sandbox, limits and
+    thread count as the student's worker."""
+
+    def __init__(self, worker: Worker, time_limit_s: float):
+        self._worker = worker
+        self.load_errors = []
+        worker.wait_ready()
+        worker.deadline = time.monotonic() + time_limit_s
+
+    def __getattr__(self, name: str) -> RemoteRef:
+        raise AttributeError(f"the baseline worker holds no student code ({name})")
+
+
+def cap(message: str) -> str:
+    """A student-facing message within MAX_MESSAGE_LINE per line and MAX_MESSAGE in all."""
+    lines = [ln if len(ln) <= MAX_MESSAGE_LINE else ln[:MAX_MESSAGE_LINE] + " [...]"
+             for ln in message.splitlines()]
+    text = "\n".join(lines)
+    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + "\n[... message cut]"
+
+
+def interleaved(candidate: RemoteRef, baseline: RemoteRef, make_calls, rounds: int, check=None) -> list[float]:
+    """candidate time / baseline time, once per round, both timed by the judge.
+
+    `make_calls(round)` returns fresh (candidate_calls, baseline_calls), lists of
+    (args, kwargs): no repetition ever sees inputs it saw before, so remembering answers
+    gains nothing. The two sides alternate which goes first. `check(round,
+    candidate_outputs, baseline_outputs)` verifies the outputs of every round."""
+    ratios = []
+    for round_index in range(rounds):
+        candidate_calls, baseline_calls = make_calls(round_index)
+        if round_index % 2:
+            candidate_s, candidate_out = candidate.timed(candidate_calls)
+            baseline_s, baseline_out = baseline.timed(baseline_calls)
+        else:
+            baseline_s, baseline_out = baseline.timed(baseline_calls)
+            candidate_s, candidate_out = candidate.timed(candidate_calls)
+        if check is not None:
+            check(round_index, candidate_out, baseline_out)
+        ratios.append(candidate_s / baseline_s)
+    return ratios
 
 
 class WorkerPool:
     """Hands each test a worker: the one of its suite file while that worker is healthy,
     else a fresh one (after a timeout or crash, for a new file, or when a test asks with
     `fresh=True`). A spare is always starting in the background, so a test rarely waits
-    for the worker's imports."""
+    for the worker's imports. One more worker, which never loads student code, serves
+    the baselines."""
 
     def __init__(self, memory_mb: int, output_bytes: int, threads: int = 1):
         self._args = (memory_mb, output_bytes, threads)
         self._spare: Worker | None = None
         self._current: tuple[str, Worker] | None = None
+        self._baseline: Worker | None = None
+        self.load_failure: BaseException | None = None
 
     def worker_for(self, group: str, fresh: bool = False) -> Worker:
         if self._current is not None:
@@ -306,8 +390,22 @@ class WorkerPool:
         self._current = (group, worker)
         return worker
 
+    def student(self, group: str, fresh: bool, cells: list[dict], filename: str, limit: float) -> Student:
+        if self.load_failure is not None:
+            raise self.load_failure
+        try:
+            return Student(self.worker_for(group, fresh), cells, filename, limit)
+        except (WorkerTimeout, WorkerCrashed) as exc:
+            self.load_failure = type(exc)(str(exc))
+            raise
+
+    def baseline(self, limit: float) -> Baseline:
+        if self._baseline is None or self._baseline.process.poll() is not None:
+            self._baseline = Worker(*self._args)
+        return Baseline(self._baseline, limit)
+
     def close(self) -> None:
-        for worker in (self._spare, self._current[1] if self._current else None):
+        for worker in (self._spare, self._current[1] if self._current else None, self._baseline):
             if worker is not None:
                 worker.stop()
-        self._spare = self._current = None
+        self._spare = self._current = self._baseline = None

@@ -15,7 +15,12 @@ import struct
 from typing import Any, BinaryIO
 
 _LEN = struct.Struct(">Q")
-MAX_FRAME = 1 << 31  # refuse absurd frames instead of allocating them
+# Frame caps. The judge reads what student code wrote, so its caps are small: a JSON
+# document of a few MiB parses into many times its size in Python objects.
+MAX_DOCUMENT = 1 << 31
+MAX_TENSORS = 1 << 31
+JUDGE_MAX_DOCUMENT = 4 << 20
+JUDGE_MAX_TENSORS = 256 << 20
 
 
 class WireError(RuntimeError):
@@ -64,6 +69,8 @@ def encode(value: Any, handle_for=None) -> tuple[Any, dict]:
             if isinstance(v, torch.Tensor):
                 name = f"t{len(tensors)}"
                 tensors[name] = v.detach().to("cpu").contiguous()
+                if v.device.type != "cpu":  # arrives on the same device (where there is one)
+                    return {"__tensor__": name, "device": str(v.device)}
                 return {"__tensor__": name}
             if isinstance(v, torch.dtype):
                 return {"__dtype__": str(v).removeprefix("torch.")}
@@ -89,7 +96,8 @@ def decode(data: Any, tensors: dict, resolve_handle=None) -> Any:
         if "__dict__" in v:
             return {dec(k): dec(x) for k, x in v["__dict__"]}
         if "__tensor__" in v:
-            return tensors[v["__tensor__"]]
+            tensor = tensors[v["__tensor__"]]
+            return tensor.to(v["device"]) if "device" in v and _device_available(v["device"]) else tensor
         if "__ndarray__" in v:
             return tensors[v["__ndarray__"]].numpy()
         if "__dtype__" in v:
@@ -103,6 +111,12 @@ def decode(data: Any, tensors: dict, resolve_handle=None) -> Any:
         return {k: dec(x) for k, x in v.items()}
 
     return dec(data)
+
+
+def _device_available(device: str) -> bool:
+    import torch
+
+    return device.startswith("cuda") and torch.cuda.is_available()
 
 
 def send(stream: BinaryIO, document: dict, tensors: dict | None = None) -> None:
@@ -127,12 +141,13 @@ def _read_exact(stream: BinaryIO, n: int) -> bytes:
     return b"".join(chunks)
 
 
-def recv(stream: BinaryIO) -> tuple[dict, dict]:
+def recv(stream: BinaryIO, max_document: int = MAX_DOCUMENT, max_tensors: int = MAX_TENSORS) -> tuple[dict, dict]:
+    """One message; a frame over its cap is refused before a byte of it is read."""
     frames = []
-    for _ in range(2):
+    for cap in (max_document, max_tensors):
         (n,) = _LEN.unpack(_read_exact(stream, _LEN.size))
-        if n > MAX_FRAME:
-            raise WireError(f"frame of {n} bytes is over the {MAX_FRAME}-byte limit")
+        if n > cap:
+            raise WireError(f"frame of {n} bytes is over the {cap}-byte limit")
         frames.append(_read_exact(stream, n))
     try:
         document = json.loads(frames[0])

@@ -1,21 +1,32 @@
 """A grading worker: the only process in which student code runs.
 
-The judge starts one per suite file (see grader/student.py) with resource limits already
-set, then speaks the protocol of wire.py over two inherited file descriptors; every test
-loads the student's code afresh into a new module. The student's
-own stdout and stderr go to a capped file, never onto the wire.
+The judge starts it inside the bubblewrap sandbox (bubblewrap.py) with resource limits
+already set, then speaks the protocol of wire.py over two inherited file descriptors.
+The student's stdout and stderr are the inherited fds 1 and 2: a size-capped file that
+the judge owns and the sandbox cannot see by name, never the wire.
 
 Requests (JSON):
   {"op": "load", "cells": [{"name", "source"}], "filename": str}   exec the student's code
-  {"op": "call", "target": ref, "args": [...], "kwargs": {...}, "repeat": n}
-  {"op": "get", "target": ref}                         read an attribute or global
-  {"op": "library", "name": "module:attr"}             a trusted course-library object
+  {"op": "call", "target": ref, "args": [...], "kwargs": {...}}     one call
+  {"op": "call", "target": ref, "each": [[args, kwargs], ...], "sync": bool}
+                                                  one call per argument set, in order (the
+                                                  judge times the whole request)
+  {"op": "get", "target": ref}                    read an attribute or global
+  {"op": "library", "name": "module:attr"}        a course-library object
+  {"op": "keep", "value": ...}                    store data here, reply with its handle
 where ref = {"global": name} | {"handle": n}, plus "path": [attribute names].
 Replies: {"value": ...} or {"error": {"type", "module", "message", "traceback"}}.
+
+Loading runs each cell on its own: a cell that fails is reported once, the next cells
+still run, and a test that asks for a name the failed cell should have defined gets that
+cell's error instead of a NameError.
 """
 
+import ast
 import errno
+import linecache
 import os
+import re
 import sys
 import traceback
 import types
@@ -27,13 +38,71 @@ del sys.path[0]
 
 REQUESTS_FD, REPLIES_FD = int(sys.argv[1]), int(sys.argv[2])
 OUTPUT_LIMIT_EXIT = 125  # the student's prints hit RLIMIT_FSIZE (Python ignores SIGXFSZ)
+DEFINITION = re.compile(r"^(?:async\s+)?(?:def|class)\s+(\w+)|^(\w+)\s*(?::[^=]*)?=(?!=)", re.M)
 
 
-def _over_output_limit(exc: BaseException | None) -> bool:
+class CellLoadError(Exception):
+    """A name the student's code needs comes from a cell that failed to load."""
+
+
+def _over_output_limit(exc):
     return isinstance(exc, OSError) and exc.errno == errno.EFBIG
 
 
-def main() -> None:
+def defined_names(source):
+    """Top-level names a cell defines; by pattern when it does not even parse."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return {a or b for a, b in DEFINITION.findall(source)}
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+    return names
+
+
+def summary(exc, where):
+    """One line for a cell that failed: the error and the line of the cell it came from."""
+    line = getattr(exc, "lineno", None) if isinstance(exc, SyntaxError) else None
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == where:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    at = f" (line {line})" if line else ""
+    return f"{type(exc).__name__}: {str(exc)[:300]}{at}"
+
+
+def load(module, cells, filename):
+    """Exec each cell into `module`; return {name: (cell, error)} for names that failed."""
+    missing = {}
+    for cell in cells:
+        where = f"{filename}, cell {cell['name']}"
+        # Registered like IPython does, so inspect.getsource (and @triton.jit) find it.
+        lines = cell["source"].splitlines(keepends=True)
+        linecache.cache[where] = (len(cell["source"]), None, lines, where)
+        try:
+            exec(compile(cell["source"], where, "exec"), module.__dict__)
+        except BaseException as exc:  # SystemExit included: one cell, not the notebook
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            if _over_output_limit(exc):
+                os._exit(OUTPUT_LIMIT_EXIT)
+            error = summary(exc, where)
+            for name in defined_names(cell["source"]):
+                if name not in module.__dict__:
+                    missing.setdefault(name, (cell["name"], error))
+    return missing
+
+
+def main():
     requests = os.fdopen(REQUESTS_FD, "rb", buffering=0)
     replies = os.fdopen(REPLIES_FD, "wb")
 
@@ -42,37 +111,39 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(int(os.environ.get("GRADER_WORKER_THREADS", "1")))
-
-    # Student prints go to a file in the scratch directory (size-capped by RLIMIT_FSIZE).
-    out = os.open("student_output.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.dup2(out, 1)
-    os.dup2(out, 2)
-    os.close(out)
     sys.stdout = open(1, "w", buffering=1, closefd=False)
     sys.stderr = open(2, "w", buffering=1, closefd=False)
 
     student = types.ModuleType("student")
-    handles: list = []
+    missing = {}
+    handles = []
 
-    def handle_for(obj) -> int:
+    def handle_for(obj):
         handles.append(obj)
         return len(handles) - 1
 
-    def resolve_handle(n: int, _type: str):
+    def resolve_handle(n, _type):
         return handles[n]
 
-    def resolve(ref: dict):
+    def resolve(ref):
         if "handle" in ref:
             obj = handles[ref["handle"]]
         else:
             name = ref["global"]
             if not hasattr(student, name):
+                if name in missing:
+                    cell, error = missing[name]
+                    raise CellLoadError(f"`{name}` comes from cell {cell}, which failed to load: {error}")
                 raise NameError(f"your notebook does not define `{name}` (check its spelling "
                                 f"and that the cell defining it has no error)")
             obj = getattr(student, name)
         for attr in ref.get("path", []):
             obj = getattr(obj, attr)
         return obj
+
+    def sync():
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()
 
     wire.send(replies, {"ready": True, "pid": os.getpid()})
     while True:
@@ -86,18 +157,19 @@ def main() -> None:
                 student = types.ModuleType("student")
                 sys.modules["student"] = student
                 handles.clear()
-                for cell in request["cells"]:
-                    where = f"{request.get('filename', 'notebook')}, cell {cell['name']}"
-                    exec(compile(cell["source"], where, "exec"), student.__dict__)
-                value = None
+                missing = load(student, request["cells"], request.get("filename", "notebook"))
+                value = sorted(set(missing.values()))  # (cell, error) of each cell that failed
             elif op == "call":
                 fn = resolve(request["target"])
-                args = wire.decode(request.get("args", []), tensors, resolve_handle)
-                kwargs = wire.decode(request.get("kwargs", {}), tensors, resolve_handle)
-                for _ in range(int(request.get("repeat", 1))):
+                if "each" in request:
+                    calls = wire.decode(request["each"], tensors, resolve_handle)
+                    value = [fn(*args, **kwargs) for args, kwargs in calls]
+                else:
+                    args = wire.decode(request.get("args", []), tensors, resolve_handle)
+                    kwargs = wire.decode(request.get("kwargs", {}), tensors, resolve_handle)
                     value = fn(*args, **kwargs)
-                if request.get("sync") and torch.cuda.is_available():
-                    torch.cuda.synchronize()
+                if request.get("sync"):
+                    sync()
             elif op == "get":
                 value = resolve(request["target"])
             elif op == "library":
@@ -107,9 +179,12 @@ def main() -> None:
                 value = __import__(module_name, fromlist=["_"])
                 for part in filter(None, attr.split(".")):
                     value = getattr(value, part)
+            elif op == "keep":  # e.g. a large input staged once, then passed by handle
+                value = wire.decode(request["value"], tensors, resolve_handle)
+                kept = {"__handle__": handle_for(value), "type": type(value).__name__}
             else:
                 raise ValueError(f"unknown op {op!r}")
-            document, out_tensors = wire.encode(value, handle_for)
+            document, out_tensors = (kept, {}) if op == "keep" else wire.encode(value, handle_for)
             reply = {"value": document}
         except BaseException as exc:  # report everything, SystemExit included
             if isinstance(exc, KeyboardInterrupt):
@@ -122,8 +197,8 @@ def main() -> None:
             reply = {"error": {
                 "type": type(exc).__name__,
                 "module": type(exc).__module__,
-                "message": str(exc)[:4000],
-                "traceback": "".join(traceback.format_exception(type(exc), exc, tb))[-8000:],
+                "message": str(exc)[:2000],
+                "traceback": "".join(traceback.format_exception(type(exc), exc, tb))[-4000:],
             }}
             out_tensors = {}
         try:

@@ -18,7 +18,7 @@ def reference(chapter, notebook):
 
 
 def grade(nb, chapter, only=None):
-    suites = [s for _, s in graded_suites(nb, chapter.slug)]
+    suites = [s for _, s, _ in graded_suites(nb, chapter.slug)]
     assert suites, f"{chapter.slug} has no graded cells with hidden suites"
     if only is not None:
         assert set(only) <= set(suites), f"control targets {set(only) - set(suites)} are not suites"
