@@ -8,6 +8,7 @@ with deterministic cell ids so that a rebuild of unchanged text changes no byte.
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import subprocess
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import jupytext
 import nbformat
+from traitlets.config.loader import PyFileConfigLoader
+from traitlets.utils.importstring import import_item
 
 import course_config
 from course_config import ROOT
@@ -80,12 +83,57 @@ def release(course_dir: Path = ROOT, chapters=course_config.ACTIVE_CHAPTERS) -> 
             _normalize(path)
 
 
-def solutions() -> None:
-    """Executed reference notebooks, hidden tests removed: solutions/<chapter>/."""
+def solutions(only_stale: bool = False) -> list[str]:
+    """Executed reference notebooks, hidden tests removed: solutions/<chapter>/. Every
+    chapter is rebuilt (`make solutions`), or with `only_stale` only those whose committed
+    solutions are not what their source notebooks give (`make course`: on a fresh clone it
+    changes no file). Returns the chapters rebuilt."""
+    rebuilt = []
     for ch in course_config.ACTIVE_CHAPTERS:
+        if only_stale and not stale_solutions(ch):
+            continue
         nbgrader("generate_solution", ch.slug, "--force")
         for path in sorted((ROOT / "solutions" / ch.slug).glob("*.ipynb")):
             _normalize(path)
+        rebuilt.append(ch.slug)
+    return rebuilt
+
+
+def _without_execution(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """`nb` as it was before it ran: no outputs, counts, timings or widget state."""
+    nb = copy.deepcopy(nb)
+    nb.metadata.pop("widgets", None)
+    nb.metadata["language_info"] = {"name": "python"}
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    return nb
+
+
+def unexecuted_solution(chapter: course_config.Chapter, notebook: str) -> nbformat.NotebookNode:
+    """What `nbgrader generate_solution` makes of the source notebook, before it executes
+    it: nbgrader_config.py's GenerateSolution preprocessors, Execute left out."""
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(ROOT)).load_config()
+    nb = nbformat.read(ROOT / "source" / chapter.slug / f"{notebook}.ipynb", as_version=4)
+    resources: dict = {}
+    for name in config.GenerateSolution.preprocessors:
+        if name.rsplit(".", 1)[-1] != "Execute":
+            nb, resources = import_item(name)(config=config).preprocess(nb, resources)
+    return _without_execution(nb)
+
+
+def stale_solutions(chapter: course_config.Chapter) -> list[str]:
+    """The notebooks of `chapter` whose solutions/ copy is missing, or whose cells differ
+    from what the source gives. Outputs are not compared (every run changes timings): after
+    a change to llmopt/ or the models, `make solutions` refreshes them."""
+    stale = []
+    for name in chapter.notebooks:
+        path = ROOT / "solutions" / chapter.slug / f"{name}.ipynb"
+        if not path.is_file() or (_without_execution(nbformat.read(path, as_version=4))
+                                  != unexecuted_solution(chapter, name)):
+            stale.append(name)
+    return stale
 
 
 def scratch_course(course_dir: Path, chapters=course_config.ACTIVE_CHAPTERS) -> Path:

@@ -123,3 +123,13 @@ def test_readme_lists_each_chapter_with_its_status():
         assert rows[ch.slug].startswith("ready") == bool(ch.notebooks), (
             f"README says {rows[ch.slug]!r} for {ch.slug}, which "
             f"{'has' if ch.notebooks else 'has no'} notebooks")
+
+
+@pytest.mark.parametrize("chapter", course_config.ACTIVE_CHAPTERS, ids=lambda c: c.slug)
+def test_solutions_are_built_from_their_source(chapter):
+    """solutions/ holds what nbgrader makes of the current source notebook (outputs aside,
+    which change with every run): `make course` then has nothing to rebuild."""
+    from grader.course import stale_solutions
+
+    stale = stale_solutions(chapter)
+    assert not stale, f"solutions/{chapter.slug}/ is stale for {stale}: run `make solutions`"
