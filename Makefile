@@ -56,9 +56,12 @@ test: setup
 	COURSE_SMALL=1 $(PY) -m pytest -n 2 --dist loadfile --nbval-lax --nbval-current-env \
 		--nbval-cell-timeout=600 tests solutions
 
-# Students: JupyterLab on the release notebooks.
+# Students: JupyterLab on their workspace (workspace/, git-ignored), which gets the
+# chapters it lacks from release/ and never loses a notebook to a rebuild; nbgrader's
+# instructor-only extensions are off there (grader/lab.py). Options go to jupyter lab,
+# e.g. `make lab LAB_OPTIONS=--no-browser`.
 lab: setup
-	.venv/bin/jupyter lab --ServerApp.root_dir=release $(if $(filter 0,$(shell id -u)),--allow-root)
+	$(PY) -m grader.lab $(LAB_OPTIONS)
 
 # Instructors: autograde one chapter of the real course, e.g. `make grade CHAPTER=ch01`.
 grade: setup
