@@ -92,7 +92,8 @@ def command(argv: list[str], worker_files: list[Path]) -> list[str]:
         raise SandboxUnavailable(f"bwrap is not installed. {HOW_TO_FIX}")
     wrapped = [bwrap, "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
                "--unshare-cgroup-try", "--die-with-parent", "--new-session",
-               "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--dir", "/tmp/home",
+               "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp",
+               "--perms", "1777", "--dir", "/tmp/home",
                "--chdir", "/tmp", "--setenv", "HOME", "/tmp/home"]
     made: set[str] = set()
     for path in _readonly_views():

@@ -34,6 +34,9 @@ def encode(value: Any, handle_for=None) -> tuple[Any, dict]:
     objects raise TypeError.
     """
     tensors: dict = {}
+    names: dict[int, str] = {}
+    storages: set[int] = set()
+    keep_alive: list = []
 
     def enc(v: Any) -> Any:
         if v is None or isinstance(v, (bool, str)):
@@ -61,14 +64,20 @@ def encode(value: Any, handle_for=None) -> tuple[Any, dict]:
                 import torch
 
                 name = f"t{len(tensors)}"
-                tensors[name] = torch.from_numpy(np.ascontiguousarray(v))
+                tensors[name] = torch.from_numpy(np.array(v, order="C", copy=True))
                 return {"__ndarray__": name}
         if kind == "torch":
             import torch
 
             if isinstance(v, torch.Tensor):
-                name = f"t{len(tensors)}"
-                tensors[name] = v.detach().to("cpu").contiguous()
+                name = names.get(id(v))
+                if name is None:  # one entry per tensor object; views of one storage copied
+                    name = names[id(v)] = f"t{len(tensors)}"
+                    tensor = v.detach().to("cpu").contiguous()
+                    pointer = tensor.untyped_storage().data_ptr()
+                    tensors[name] = tensor.clone() if pointer in storages else tensor
+                    storages.add(pointer)
+                    keep_alive.append(v)  # ids stay unique while encoding
                 if v.device.type != "cpu":  # arrives on the same device (where there is one)
                     return {"__tensor__": name, "device": str(v.device)}
                 return {"__tensor__": name}

@@ -194,10 +194,14 @@ def main():
             tb = exc.__traceback__
             while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
                 tb = tb.tb_next  # show the student's frames, not the worker's
+            message = str(exc)[:2000]
+            if isinstance(exc, NameError) and getattr(exc, "name", None) in missing:
+                cell, error = missing[exc.name]
+                message += f" (`{exc.name}` comes from cell {cell}, which failed to load: {error})"
             reply = {"error": {
                 "type": type(exc).__name__,
                 "module": type(exc).__module__,
-                "message": str(exc)[:2000],
+                "message": message,
                 "traceback": "".join(traceback.format_exception(type(exc), exc, tb))[-4000:],
             }}
             out_tensors = {}

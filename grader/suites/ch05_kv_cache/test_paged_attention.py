@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from course_config import THRESHOLDS
+from grader.student import interleaved
 from _paged_data import check, dense_oracle, random_layout
 
 CONFIGS = [  # (B, H, H_kv, D, block_size, max_len)
@@ -35,23 +36,36 @@ def test_single_token_context(student):
 @pytest.mark.points(2)
 @pytest.mark.fresh_worker
 @pytest.mark.timeout(120)
-def test_within_a_factor_of_dense(student):
+def test_within_a_factor_of_dense(student, baseline):
     """after correctness: at most 16x the time of dense sdpa on the same data (median of 5 rounds)"""
     gen = torch.Generator().manual_seed(507)
-    B, H, H_kv, D, block_size, context = 8, 8, 2, 32, 16, 512
+    B, H, H_kv, D, block_size, context, calls = 8, 8, 2, 32, 16, 512, 20
     args = random_layout(gen, B, H, H_kv, D, block_size, context, full=True)
-    want = dense_oracle(*args)
-    check(student.paged_attention(*args), want, "before timing")
-    q, kc, vc, tables, lens = args
-    k = torch.stack([kc[tables[b]].flatten(0, 1) for b in range(B)]).permute(0, 2, 1, 3).contiguous()
-    v = torch.stack([vc[tables[b]].flatten(0, 1) for b in range(B)]).permute(0, 2, 1, 3).contiguous()
-    sdpa = student.library("torch.nn.functional:scaled_dot_product_attention")
-    ratios = []
-    for _ in range(5):
-        dense_s = sdpa.repeat(20, q[:, :, None], k, v, enable_gqa=True)
-        paged_s = student.paged_attention.repeat(20, *args)
-        ratios.append(paged_s / dense_s)
-    ratio = statistics.median(ratios)
+    check(student.paged_attention(*args), dense_oracle(*args), "before timing")
+    sdpa = baseline.library("torch.nn.functional:scaled_dot_product_attention")
+    rounds = {}
+
+    def make_calls(round_index):
+        # A fresh cache each round, staged in both workers outside the clock; each call a
+        # fresh query and a fresh block table, so no call can reuse an earlier answer or
+        # gather. The dense baseline attends over the same amount of context.
+        q, kc, vc, tables, lens = random_layout(gen, B, H, H_kv, D, block_size, context, full=True)
+        k = torch.stack([kc[tables[b]].flatten(0, 1) for b in range(B)]).permute(0, 2, 1, 3).contiguous()
+        v = torch.stack([vc[tables[b]].flatten(0, 1) for b in range(B)]).permute(0, 2, 1, 3).contiguous()
+        kc_w, vc_w, k_b, v_b = student.keep(kc), student.keep(vc), baseline.keep(k), baseline.keep(v)
+        queries = [torch.randn(B, H, D, generator=gen) for _ in range(calls)]
+        tables_each = [torch.randperm(len(kc), generator=gen)[tables] for _ in range(calls)]
+        rounds[round_index] = (kc, vc, queries, tables_each, lens)
+        return ([((q, kc_w, vc_w, t, lens), {}) for q, t in zip(queries, tables_each)],
+                [((q[:, :, None], k_b, v_b), {"enable_gqa": True}) for q in queries])
+
+    def check_round(round_index, outputs, _):
+        kc, vc, queries, tables_each, lens = rounds.pop(round_index)
+        i = int(torch.randint(calls, (1,), generator=gen))
+        check(outputs[i], dense_oracle(queries[i], kc, vc, tables_each[i], lens), "while timing")
+
+    ratio = statistics.median(interleaved(student.paged_attention, sdpa, make_calls, 5, check_round))
+    print(f"paged/dense time ratio {ratio:.2f}")  # the judge's log, for calibrating the bound
     assert ratio <= MAX_SLOWDOWN_VS_DENSE, (
         f"paged attention took {ratio:.1f}x the time of dense attention on the same data (median "
         f"of 5 rounds); at most {MAX_SLOWDOWN_VS_DENSE:g}x is expected. Gather all blocks with one "

@@ -1,11 +1,18 @@
 """Shared by the chapter 6 suites: run a student's policy in the worker, the reference
 (the `reference` fixture: the source notebook's own solution) here, and check the serving
-contract on the result."""
+contract on the result.
+
+What a student's run is graded on comes from this process only. The worker runs the
+policy and sends back its decisions (`llmopt.replay.record`); the judge replays them in
+its own simulator (`llmopt.replay.replay`), which checks every rule and computes every
+time. Code in the worker can rewrite llmopt's simulator, cost model or results there, and
+all that reaches the judge is still a list of decisions, measured here."""
 
 from hypothesis import strategies as st
 
 from course_config import THRESHOLDS
 from llmopt.metrics import summarize
+from llmopt.replay import replay
 from llmopt.simulator import SchedulingError, simulate, simulate_disaggregated
 from llmopt.workload import Request
 
@@ -27,14 +34,15 @@ def random_traces(draw, max_requests, max_prompt, max_output, gaps, spare_blocks
 
 
 def run_student(student, policy, trace, disaggregated=False, **kwargs):
-    """(requests, step_stats, violations) of the student's policy class, run in the worker."""
-    fn = "llmopt.simulator:simulate_disaggregated" if disaggregated else "llmopt.simulator:simulate"
+    """(requests, step_stats, violations) of the student's policy class on `trace`: its
+    decisions recorded in the worker, replayed and measured here."""
     try:
-        result = student.library(fn)([r.to_dict() for r in trace], getattr(student, policy),
-                                     strict=False, **kwargs)
-        return result.requests(), result.step_stats(), result.violations.value()
-    except SchedulingError as stopped:
+        log = student.library("llmopt.replay:record")([r.to_dict() for r in trace], getattr(student, policy),
+                                                      disaggregated=disaggregated, **kwargs)
+        result = replay(trace, log, disaggregated=disaggregated, **kwargs)
+    except SchedulingError as stopped:  # raised in the worker's run or in the replay
         raise AssertionError(f"the simulator stopped your {policy}: {stopped}") from None
+    return result.requests(), result.step_stats(), result.violations
 
 
 def run_reference(policy_cls, trace, disaggregated=False, **kwargs):
