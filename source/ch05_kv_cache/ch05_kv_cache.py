@@ -171,18 +171,19 @@ class ContiguousKVCache:
 
     ContiguousKVCache(n_layers, batch_size, n_kv_heads, head_dim, max_seq_len,
                       dtype=torch.float32, device="cpu")
-    update(layer, keys, values, positions) -> KVView, as the engine's KVCache protocol:
-        keys, values (B, H_kv, T_new, D); positions (B, T_new) long, NO_TOKEN = padding
-        (not stored). Writes each token at slot positions[b, t] of row b, then returns
-        views of slots [0, length) where length = 1 + the largest position stored so far
-        in this layer: keys/values (B, H_kv, length, D) and positions (B, length) holding
-        p at a filled slot p and NO_TOKEN at an empty one. No copies of the whole buffer.
-    A position >= max_seq_len raises ValueError.
+    The engine's KVCache seam: engine.forward calls update() once per layer and step.
     """
 
-    ### BEGIN SOLUTION
     def __init__(self, n_layers, batch_size, n_kv_heads, head_dim, max_seq_len,
                  dtype=torch.float32, device="cpu"):
+        """Preallocate every layer's buffers, all slots empty.
+
+        The demos after this exercise use three attributes: keys and values, zeros of
+        shape (n_layers, batch_size, n_kv_heads, max_seq_len, head_dim) of `dtype` on
+        `device`; and lengths, a list holding each layer's `length` (see update; 0 while
+        the layer is empty), which a demo sets to rewind the cache.
+        """
+        ### BEGIN SOLUTION
         shape = (n_layers, batch_size, n_kv_heads, max_seq_len, head_dim)
         self.keys = torch.zeros(shape, dtype=dtype, device=device)
         self.values = torch.zeros(shape, dtype=dtype, device=device)
@@ -190,8 +191,19 @@ class ContiguousKVCache:
                                     dtype=torch.long, device=device)
         self.lengths = [0] * n_layers  # 1 + the largest position stored, per layer
         self.max_seq_len = max_seq_len
+        ### END SOLUTION
 
     def update(self, layer, keys, values, positions):
+        """Store one step's keys and values of `layer`; return the layer's KVView.
+
+        keys, values (B, H_kv, T_new, D); positions (B, T_new) long, NO_TOKEN = padding
+        (not stored). Writes each token at slot positions[b, t] of row b, then returns
+        views of slots [0, length) where length = 1 + the largest position stored so far
+        in this layer: keys/values (B, H_kv, length, D) and positions (B, length) holding
+        p at a filled slot p and NO_TOKEN at an empty one. No copies of the whole buffer.
+        A position >= max_seq_len raises ValueError.
+        """
+        ### BEGIN SOLUTION
         if int(positions.max()) >= self.max_seq_len:
             raise ValueError(f"position {int(positions.max())} does not fit a cache of "
                              f"max_seq_len={self.max_seq_len}")
@@ -204,7 +216,7 @@ class ContiguousKVCache:
         n = self.lengths[layer]
         return KVView(self.keys[layer, :, :, :n], self.values[layer, :, :, :n],
                       self.positions[layer, :, :n])
-    ### END SOLUTION
+        ### END SOLUTION
 
 
 def generate_with_cache(engine, input_ids, attention_mask=None, max_new_tokens=32):
@@ -360,49 +372,62 @@ plt.show()
 class BlockAllocator:
     """A fixed pool of KV blocks, numbered 0 .. num_blocks - 1, with reference counts.
 
-    allocate() -> int: a free block, now with reference count 1; raises OutOfBlocksError
-        when none is free.
-    fork(block) -> int: one more reference to an allocated block (returns the same id);
-        ValueError if the block is not allocated.
-    free(block): drop one reference; the block is free again when none is left. Freeing a
-        block that is not allocated raises DoubleFreeError.
-    ref_count(block) -> int: 0 for a free block.
-    num_free: the number of free blocks (an attribute or property).
-    A block id outside [0, num_blocks) raises ValueError everywhere.
+    BlockAllocator(num_blocks). Failures raise the course's exceptions (OutOfBlocksError,
+    DoubleFreeError) or ValueError, with messages that say what happened. A block id
+    outside [0, num_blocks) raises ValueError everywhere.
     """
 
-    ### BEGIN SOLUTION
     def __init__(self, num_blocks):
+        """A pool of num_blocks blocks, all free (reference count 0)."""
+        ### BEGIN SOLUTION
         if num_blocks < 1:
             raise ValueError(f"num_blocks must be >= 1, got {num_blocks}")
         self.num_blocks = num_blocks
         self.ref_counts = [0] * num_blocks
         self.free_blocks = list(range(num_blocks - 1, -1, -1))  # a stack: pop() gives 0 first
+        ### END SOLUTION
 
     @property
     def num_free(self):
+        """The number of free blocks."""
+        ### BEGIN SOLUTION
         return len(self.free_blocks)
+        ### END SOLUTION
 
     def _check(self, block):
+        """Raise ValueError unless `block` is an int in [0, num_blocks). A helper for
+        fork, free and ref_count; optional."""
+        ### BEGIN SOLUTION
         if not (isinstance(block, int) and 0 <= block < self.num_blocks):
             raise ValueError(f"block {block!r} is not a block id in [0, {self.num_blocks})")
+        ### END SOLUTION
 
     def allocate(self):
+        """A free block, now with reference count 1; OutOfBlocksError when none is free."""
+        ### BEGIN SOLUTION
         if not self.free_blocks:
             raise OutOfBlocksError(f"all {self.num_blocks} KV blocks are in use: free a "
                                    f"sequence or preempt one before allocating")
         block = self.free_blocks.pop()
         self.ref_counts[block] = 1
         return block
+        ### END SOLUTION
 
     def fork(self, block):
+        """One more reference to an allocated block; returns the same id. ValueError if
+        the block is not allocated."""
+        ### BEGIN SOLUTION
         self._check(block)
         if self.ref_counts[block] == 0:
             raise ValueError(f"block {block} is free: only an allocated block can be shared")
         self.ref_counts[block] += 1
         return block
+        ### END SOLUTION
 
     def free(self, block):
+        """Drop one reference; the block is free again when none is left. Freeing a block
+        that is not allocated raises DoubleFreeError."""
+        ### BEGIN SOLUTION
         self._check(block)
         if self.ref_counts[block] == 0:
             raise DoubleFreeError(f"block {block} is already free: it was freed more times "
@@ -410,11 +435,14 @@ class BlockAllocator:
         self.ref_counts[block] -= 1
         if self.ref_counts[block] == 0:
             self.free_blocks.append(block)
+        ### END SOLUTION
 
     def ref_count(self, block):
+        """The block's reference count: 0 for a free block."""
+        ### BEGIN SOLUTION
         self._check(block)
         return self.ref_counts[block]
-    ### END SOLUTION
+        ### END SOLUTION
 
 
 # %% nbgrader={"grade": true, "grade_id": "block_allocator", "locked": true, "points": 6, "schema_version": 3, "solution": false}
@@ -468,25 +496,16 @@ class PagedKVCache:
     """KV memory in fixed blocks, with per-sequence block tables and copy-on-write forks.
 
     PagedKVCache(num_blocks, block_size, n_layers, n_kv_heads, head_dim, dtype=torch.float32)
-    Attributes: allocator (a BlockAllocator over the num_blocks blocks), block_size,
-        key_cache, value_cache: (n_layers, num_blocks, block_size, n_kv_heads, head_dim).
-    add_sequence(seq_id): a new, empty sequence (ValueError if seq_id exists).
-    append_slots(seq_id, n) -> list[int]: reserve slots for n more tokens and return their
-        slot mapping, slot = block * block_size + offset, allocating blocks only when
-        needed (a sequence of length L holds ceil(L / block_size) blocks). A shared,
-        partly filled last block is copied first (copy-on-write, all layers).
-    write(layer, slot_mapping, keys, values): store keys, values (n, n_kv_heads, head_dim)
-        at those slots.
-    block_table(seq_id) -> list[int]; seq_len(seq_id) -> int.
-    gather(layer, seq_id) -> (keys, values), each (seq_len, n_kv_heads, head_dim).
-    fork(parent_id, child_id): child shares all of parent's blocks (one more reference each).
-    free(seq_id): drop the sequence and one reference to each of its blocks.
-    Unknown seq_ids raise KeyError; running out of blocks raises OutOfBlocksError.
+    Sequences are named by seq_id (any hashable). Unknown seq_ids raise KeyError; running
+    out of blocks raises OutOfBlocksError.
     """
 
-    ### BEGIN SOLUTION
     def __init__(self, num_blocks, block_size, n_layers, n_kv_heads, head_dim,
                  dtype=torch.float32):
+        """No sequences yet. Attributes: allocator (a BlockAllocator over the num_blocks
+        blocks), block_size, key_cache and value_cache: zeros of shape
+        (n_layers, num_blocks, block_size, n_kv_heads, head_dim) and `dtype`."""
+        ### BEGIN SOLUTION
         self.allocator = BlockAllocator(num_blocks)
         self.block_size = block_size
         shape = (n_layers, num_blocks, block_size, n_kv_heads, head_dim)
@@ -494,13 +513,21 @@ class PagedKVCache:
         self.value_cache = torch.zeros(shape, dtype=dtype)
         self.block_tables = {}  # seq_id -> list of block ids
         self.seq_lens = {}  # seq_id -> tokens stored
+        ### END SOLUTION
 
     def add_sequence(self, seq_id):
+        """A new, empty sequence (ValueError if seq_id exists)."""
+        ### BEGIN SOLUTION
         if seq_id in self.block_tables:
             raise ValueError(f"sequence {seq_id!r} already exists")
         self.block_tables[seq_id], self.seq_lens[seq_id] = [], 0
+        ### END SOLUTION
 
     def _copy_on_write(self, seq_id):
+        """If the sequence's last block is partly filled and shared, replace it in its
+        block table by a fresh block holding a copy of its filled slots (every layer),
+        and drop one reference to the shared one. A helper for append_slots; optional."""
+        ### BEGIN SOLUTION
         table, filled = self.block_tables[seq_id], self.seq_lens[seq_id] % self.block_size
         shared = table[-1]
         if filled == 0 or self.allocator.ref_count(shared) == 1:
@@ -510,8 +537,16 @@ class PagedKVCache:
         self.value_cache[:, fresh, :filled] = self.value_cache[:, shared, :filled]
         self.allocator.free(shared)
         table[-1] = fresh
+        ### END SOLUTION
 
     def append_slots(self, seq_id, n):
+        """Reserve slots for n more tokens; return their slot mapping (a list of ints).
+
+        slot = block * block_size + offset. Blocks are allocated only when needed (a
+        sequence of length L holds ceil(L / block_size) blocks), all or nothing. A shared,
+        partly filled last block is copied first (copy-on-write, all layers).
+        """
+        ### BEGIN SOLUTION
         table, length = self.block_tables[seq_id], self.seq_lens[seq_id]
         if n > 0 and table:
             self._copy_on_write(seq_id)
@@ -528,36 +563,55 @@ class PagedKVCache:
         self.seq_lens[seq_id] = length + n
         return [table[p // self.block_size] * self.block_size + p % self.block_size
                 for p in range(length, length + n)]
+        ### END SOLUTION
 
     def write(self, layer, slot_mapping, keys, values):
+        """Store keys, values (n, n_kv_heads, head_dim) of `layer` at the n slots."""
+        ### BEGIN SOLUTION
         slots = torch.as_tensor(slot_mapping, dtype=torch.long)
         self.key_cache[layer].view(-1, *self.key_cache.shape[-2:])[slots] = keys
         self.value_cache[layer].view(-1, *self.value_cache.shape[-2:])[slots] = values
+        ### END SOLUTION
 
     def block_table(self, seq_id):
+        """The sequence's block ids, in order: a list[int]."""
+        ### BEGIN SOLUTION
         return list(self.block_tables[seq_id])
+        ### END SOLUTION
 
     def seq_len(self, seq_id):
+        """The number of tokens the sequence holds slots for."""
+        ### BEGIN SOLUTION
         return self.seq_lens[seq_id]
+        ### END SOLUTION
 
     def gather(self, layer, seq_id):
+        """(keys, values) of the sequence in `layer`, each (seq_len, n_kv_heads, head_dim)."""
+        ### BEGIN SOLUTION
         length, table = self.seq_lens[seq_id], torch.tensor(self.block_tables[seq_id], dtype=torch.long)
         keys = self.key_cache[layer, table].flatten(0, 1)[:length]  # (L, H_kv, D)
         values = self.value_cache[layer, table].flatten(0, 1)[:length]
         return keys, values
+        ### END SOLUTION
 
     def fork(self, parent_id, child_id):
+        """child_id shares all of parent_id's blocks (one more reference each) and its
+        length."""
+        ### BEGIN SOLUTION
         if child_id in self.block_tables:
             raise ValueError(f"sequence {child_id!r} already exists")
         table = self.block_tables[parent_id]
         self.block_tables[child_id] = [self.allocator.fork(b) for b in table]
         self.seq_lens[child_id] = self.seq_lens[parent_id]
+        ### END SOLUTION
 
     def free(self, seq_id):
+        """Drop the sequence and one reference to each of its blocks."""
+        ### BEGIN SOLUTION
         for block in self.block_tables.pop(seq_id):
             self.allocator.free(block)
         del self.seq_lens[seq_id]
-    ### END SOLUTION
+        ### END SOLUTION
 
 
 # %% nbgrader={"grade": true, "grade_id": "paged_cache", "locked": true, "points": 8, "schema_version": 3, "solution": false}
@@ -832,25 +886,14 @@ def chained_block_hashes(token_ids, block_size):
 class PrefixCache:
     """Block bookkeeping with prefix sharing and LRU eviction (KV tensors live elsewhere).
 
-    PrefixCache(num_blocks, block_size)
-    allocate(token_ids) -> (block_table, num_cached_tokens): blocks for a prompt. Walk its
-        full blocks, except a block holding the prompt's last token, in order; while each
-        block's chained hash is cached, reuse that block (one more reference; a cached
-        block nobody references leaves the eviction list). From the first miss on, every
-        block is new. A new full block is registered under its hash (unless that hash is
-        already cached); the partial last block is never registered. A new block comes
-        from the free blocks, else by evicting the least recently freed cached block
-        (its hash is forgotten), else OutOfBlocksError (nothing stays allocated).
-        num_cached_tokens = block_size * (number of reused blocks).
-    free(block_table): one reference less per block; a block left unreferenced becomes
-        evictable if registered (most recently used last), else free.
-    ref_count(block) -> int; num_free_blocks() -> int: free + evictable blocks.
-    stats() -> {"queried_blocks": int, "hit_blocks": int}: cumulative over allocate()
-        calls, counting the blocks that were eligible for reuse and those reused.
+    PrefixCache(num_blocks, block_size). A full block of a prompt is identified by its
+    chained hash (chained_block_hashes); a block nobody references but whose hash is
+    registered stays *cached* (evictable), reusable until it is evicted.
     """
 
-    ### BEGIN SOLUTION
     def __init__(self, num_blocks, block_size):
+        """num_blocks free blocks of block_size tokens; nothing cached; stats at zero."""
+        ### BEGIN SOLUTION
         self.block_size = block_size
         self.ref_counts = [0] * num_blocks
         self.free_blocks = list(range(num_blocks - 1, -1, -1))
@@ -858,8 +901,12 @@ class PrefixCache:
         self.hash_of = {}  # block -> its registered hash
         self.evictable = OrderedDict()  # unreferenced cached blocks, least recently used first
         self.queried_blocks = self.hit_blocks = 0
+        ### END SOLUTION
 
     def _new_block(self):
+        """A block for allocate(): a free one, else the least recently freed cached block,
+        evicted (its hash forgotten), else OutOfBlocksError. A helper for allocate; optional."""
+        ### BEGIN SOLUTION
         if self.free_blocks:
             return self.free_blocks.pop()
         if self.evictable:
@@ -868,8 +915,21 @@ class PrefixCache:
             return block
         raise OutOfBlocksError(f"all {len(self.ref_counts)} blocks are referenced by running "
                                f"requests; none is free or evictable")
+        ### END SOLUTION
 
     def allocate(self, token_ids):
+        """Blocks for a prompt: returns (block_table, num_cached_tokens).
+
+        Walk its full blocks, except a block holding the prompt's last token, in order;
+        while each block's chained hash is cached, reuse that block (one more reference;
+        a cached block nobody references leaves the eviction list). From the first miss
+        on, every block is new. A new full block is registered under its hash (unless
+        that hash is already cached); the partial last block is never registered. A new
+        block comes from the free blocks, else by evicting the least recently freed
+        cached block (its hash is forgotten), else OutOfBlocksError (nothing stays
+        allocated). num_cached_tokens = block_size * (number of reused blocks).
+        """
+        ### BEGIN SOLUTION
         hashes = chained_block_hashes(token_ids, self.block_size)
         shareable = (len(token_ids) - 1) // self.block_size  # blocks before the last token's
         n_blocks = -(-len(token_ids) // self.block_size)
@@ -895,8 +955,12 @@ class PrefixCache:
         self.queried_blocks += shareable
         self.hit_blocks += hits
         return table, hits * self.block_size
+        ### END SOLUTION
 
     def free(self, block_table):
+        """One reference less per block; a block left unreferenced becomes evictable if
+        registered (most recently used last), else free."""
+        ### BEGIN SOLUTION
         for block in block_table:
             if self.ref_counts[block] == 0:
                 raise DoubleFreeError(f"block {block} is not referenced")
@@ -906,16 +970,26 @@ class PrefixCache:
                     self.evictable[block] = None  # most recently used: evicted last
                 else:
                     self.free_blocks.append(block)
+        ### END SOLUTION
 
     def ref_count(self, block):
+        """The block's reference count."""
+        ### BEGIN SOLUTION
         return self.ref_counts[block]
+        ### END SOLUTION
 
     def num_free_blocks(self):
+        """Free + evictable blocks: those a new allocation may take."""
+        ### BEGIN SOLUTION
         return len(self.free_blocks) + len(self.evictable)
+        ### END SOLUTION
 
     def stats(self):
+        """{"queried_blocks": int, "hit_blocks": int}: cumulative over allocate() calls,
+        counting the blocks that were eligible for reuse and those reused."""
+        ### BEGIN SOLUTION
         return {"queried_blocks": self.queried_blocks, "hit_blocks": self.hit_blocks}
-    ### END SOLUTION
+        ### END SOLUTION
 
 
 # %% nbgrader={"grade": true, "grade_id": "prefix_cache", "locked": true, "points": 8, "schema_version": 3, "solution": false}
