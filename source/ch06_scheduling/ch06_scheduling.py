@@ -289,6 +289,8 @@ class ChunkedPrefillScheduler(ContinuousBatchingScheduler):
     tokens in one step. Same block, preemption and FCFS rules as exercise 1."""
 
     def schedule(self, now: float) -> Batch:
+        """Decodes first (1 token each, in admission order, within the budget); if nobody
+        was preempted, chunks of the prefills under way, then admit with the budget left."""
         batch = Batch()
         budget = self.limits.max_num_batched_tokens
         ### BEGIN SOLUTION
@@ -364,6 +366,8 @@ class DecodeScheduler(ContinuousBatchingScheduler):
     rules (blocks, max_num_seqs, preemption to the queue's front, no drops)."""
 
     def admit(self, batch: Batch, now: float, token_budget: int | None = None) -> None:
+        """Exercise 1's admission for the sequences whose KV has arrived; the others are
+        skipped, and do not block the ready ones behind them."""
         ### BEGIN SOLUTION
         for seq in list(self.waiting):
             if len(self.running) >= self.limits.max_num_seqs:
