@@ -1,7 +1,9 @@
-"""The committed notebooks are what the build makes of their sources, and the release
-notebooks hold nothing a student must not see (property P1, secrecy)."""
+"""The committed notebooks are what the build makes of their sources, the release
+notebooks hold nothing a student must not see (property P1, secrecy), and their stubs
+raise only when called."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -102,6 +104,43 @@ def test_release_stubs_fail_nbgrader_validate(chapter, tmp_path):
                              cwd=tmp_path, capture_output=True, text=True, timeout=600)
         output = run.stdout + run.stderr
         assert "Success! The notebook does not pass any tests." in output, output[-3000:]
+
+
+# Runs in a fresh interpreter: the setup cells change process state (environment
+# variables, seeds, matplotlib style) that must not leak into other tests.
+_DEFINE_STUDENT_CODE = r"""
+import json, sys
+import matplotlib
+matplotlib.use("Agg")
+import nbformat
+from grader.notebook import is_student_code
+nb = nbformat.read(sys.argv[1], as_version=4)
+namespace, failures = {"__name__": "__main__"}, []
+for index, cell in enumerate(nb.cells):
+    if is_student_code(cell):
+        name = cell.metadata.get("nbgrader", {}).get("grade_id") or str(index)
+        try:
+            exec(compile(cell.source, f"<cell {name}>", "exec"), namespace)
+        except BaseException as exc:
+            failures.append(f"{name}: {type(exc).__name__}: {exc}")
+print(json.dumps(failures))
+"""
+
+
+@pytest.mark.parametrize("chapter, notebook", NOTEBOOKS, ids=IDS)
+def test_release_stubs_raise_only_when_called(chapter, notebook):
+    """The release notebook's setup and solution cells, run in order, define everything
+    without raising: each stub sits in a function or method body, never in a class body
+    or at top level, so a student who solved only some exercises can run all the cells
+    (and the grader can load them) and get partial credit."""
+    path = ROOT / "release" / chapter.slug / f"{notebook}.ipynb"
+    env = dict(os.environ, COURSE_SMALL="1", MPLBACKEND="Agg", PYTHONPATH=str(ROOT))
+    run = subprocess.run([sys.executable, "-c", _DEFINE_STUDENT_CODE, str(path)], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    failures = json.loads(run.stdout.strip().splitlines()[-1])
+    assert not failures, (f"release/{chapter.slug}/{notebook}.ipynb raises before any stub is called "
+                          f"(move the solution markers into the method bodies): {failures}")
 
 
 @pytest.mark.parametrize("chapter, notebook", NOTEBOOKS, ids=IDS)
