@@ -1,7 +1,7 @@
 """The instructors' command line.
 
   python -m grader check NOTEBOOK            grade one notebook, no course directory needed
-  python -m grader autograde CHAPTER [--student ID] [--course-dir DIR]
+  python -m grader autograde CHAPTER [--student ID] [--jobs N] [--course-dir DIR]
   python -m grader report [--course-dir DIR] [--csv FILE]
   python -m grader build                     notebooks from their twins, then release/
   python -m grader solutions                 executed reference notebooks in solutions/
@@ -57,11 +57,15 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_autograde(args: argparse.Namespace) -> int:
-    from grader.course import nbgrader
+    from grader.autograde import autograde
+    from grader.sandbox.bubblewrap import SandboxUnavailable, check
 
-    extra = ["--student", args.student] if args.student else []
-    run = nbgrader("autograde", course_config.chapter(args.chapter).slug, "--force", *extra,
-                   course_dir=Path(args.course_dir).resolve(), check=False)
+    try:
+        check()
+    except SandboxUnavailable as exc:
+        print(f"grader: {exc}", file=sys.stderr)
+        return 2
+    run = autograde(args.chapter, Path(args.course_dir).resolve(), args.student, args.jobs)
     print(run.stdout + run.stderr)
     return run.returncode
 
@@ -116,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("autograde", help="nbgrader autograde with the judge")
     p.add_argument("chapter")
     p.add_argument("--student")
+    p.add_argument("--jobs", type=int, default=1, help="submissions judged at the same time")
     p.add_argument("--course-dir", default=str(course_config.ROOT))
     p.set_defaults(run=cmd_autograde)
     p = sub.add_parser("report", help="class table from the gradebook")

@@ -54,10 +54,10 @@ def build_notebooks() -> list[Path]:
     return written
 
 
-def nbgrader(*args: str, course_dir: Path = ROOT, check: bool = True) -> subprocess.CompletedProcess:
+def nbgrader(*args: str, course_dir: Path = ROOT, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run an nbgrader command on `course_dir` with the repository's nbgrader_config.py."""
     bin_dir = str(Path(sys.executable).parent)  # nbgrader calls `alembic` as a program
-    env = dict(os.environ, LLMOPT_COURSE_DIR=str(course_dir), PYTHONPATH=str(ROOT),
+    env = dict(os.environ, **(env or {}), LLMOPT_COURSE_DIR=str(course_dir), PYTHONPATH=str(ROOT),
                PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""))
     run = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=ROOT, env=env,
                          capture_output=True, text=True)

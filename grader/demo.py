@@ -1,12 +1,19 @@
-"""The demo class: five submissions that exercise every path of the grader.
+"""The demo class: submissions that exercise every path of the grader.
 
+Chapter 1:
   reference         the reference solution                 -> full marks
   untouched         the release notebook as handed out     -> zero, no crash
   partly_wrong      one function replaced by a control     -> partial marks
   never_returns     a graded function loops forever        -> zero on its tests only
   exits_at_import   os._exit() when its code is loaded     -> zero, nothing else harmed
-  deleted_cells     the reference with its test cells deleted -> full marks (nbgrader
-                    puts the cells back and the judge grades them)
+  deleted_cells     the reference with its test cells and its read-only setup cell
+                    deleted -> full marks (the cells are put back and graded)
+Chapter 5:
+  attention_only    only exercise 1 written                -> exactly that cell's points
+  one_syntax_error  the reference with a syntax error in its last exercise
+                    -> full marks on every other exercise
+  renamed_chapter   attention_only saved under another file name -> graded as chapter
+                    5's notebook, and the log says so
 
 `make course` grades it in build/demo_course and prints the table; the end-to-end test
 grades it in a temporary directory and asserts the scores.
@@ -40,6 +47,7 @@ EXITS_AT_IMPORT = "import os\nos._exit(3)  # leaves as soon as the code is loade
 DEMO_TARGETS = {
     "ch01_why_optimize": {"never_returns": "cost_per_million_tokens",
                           "partly_wrong": "cost_ignores_utilization"},
+    "ch05_kv_cache": {"only": "attention_solution", "syntax_error": "prefix_cache_solution"},
 }
 DEMO_CHAPTERS = tuple(course_config.chapter(slug) for slug in DEMO_TARGETS)
 
@@ -55,13 +63,14 @@ def solution_sources(source_nb) -> dict[str, str]:
     return out
 
 
-def solved(release_nb, source_nb):
-    """The release notebook with every solution cell filled in as the reference does."""
+def solved(release_nb, source_nb, only: str | None = None):
+    """The release notebook with every solution cell (or just `only`) filled in as the
+    reference does."""
     nb = copy.deepcopy(release_nb)
     sources = solution_sources(source_nb)
     for cell in nb.cells:
         grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
-        if grade_id in sources:
+        if grade_id in sources and only in (None, grade_id):
             cell.source = sources[grade_id]
     return nb
 
@@ -94,30 +103,41 @@ def control_targets(chapter: str, control: str) -> list[str] | None:
 
 
 def demo_submissions(chapter: course_config.Chapter, course_dir: Path) -> dict[str, dict]:
-    """student id -> {notebook name: notebook} for one chapter."""
+    """student id -> {notebook file name: notebook} for one chapter."""
     targets = DEMO_TARGETS[chapter.slug]
-    students: dict[str, dict] = {s: {} for s in
-                                 ("reference", "untouched", "partly_wrong", "never_returns", "exits_at_import",
-                                  "deleted_cells")}
+    students: dict[str, dict] = {}
     for name in chapter.notebooks:
         release_nb = nbformat.read(course_dir / "release" / chapter.slug / f"{name}.ipynb", as_version=4)
         source_nb = nbformat.read(ROOT / "source" / chapter.slug / f"{name}.ipynb", as_version=4)
         reference = solved(release_nb, source_nb)
-        students["reference"][name] = reference
-        students["untouched"][name] = release_nb
-        students["partly_wrong"][name] = with_code(
-            reference, control_path(chapter.slug, targets["partly_wrong"]).read_text())
-        students["never_returns"][name] = with_code(
-            reference, NEVER_RETURNS.format(name=targets["never_returns"]))
-        students["exits_at_import"][name] = with_code(reference, EXITS_AT_IMPORT, first=True)
+        file = f"{name}.ipynb"
+        if "only" in targets:
+            only = solved(release_nb, source_nb, only=targets["only"])
+            broken = copy.deepcopy(reference)
+            cell = next(c for c in broken.cells if c.metadata.get("nbgrader", {}).get("grade_id") == targets["syntax_error"])
+            cell.source = cell.source.replace("def ", "def def ", 1)  # one typo, one cell
+            students.setdefault("attention_only", {})[file] = only
+            students.setdefault("one_syntax_error", {})[file] = broken
+            students.setdefault("renamed_chapter", {})[f"{name}-Copy1.ipynb"] = only
+            continue
         deleted = copy.deepcopy(reference)
-        deleted.cells = [c for c in deleted.cells if not c.metadata.get("nbgrader", {}).get("grade")]
-        students["deleted_cells"][name] = deleted
+        deleted.cells = [c for c in deleted.cells if not c.metadata.get("nbgrader", {}).get("grade")
+                         and not (c.metadata.get("nbgrader", {}).get("locked") and c.cell_type == "code")]
+        for student, nb in {
+            "reference": reference,
+            "untouched": release_nb,
+            "partly_wrong": with_code(reference, control_path(chapter.slug, targets["partly_wrong"]).read_text()),
+            "never_returns": with_code(reference, NEVER_RETURNS.format(name=targets["never_returns"])),
+            "exits_at_import": with_code(reference, EXITS_AT_IMPORT, first=True),
+            "deleted_cells": deleted,
+        }.items():
+            students.setdefault(student, {})[file] = nb
     return students
 
 
-def grade_demo_class(course_dir: Path) -> list[dict]:
+def grade_demo_class(course_dir: Path, jobs: int = 2) -> list[dict]:
     """Build a scratch course, submit the demo class, autograde it, return the table."""
+    from grader.autograde import autograde
     from grader.report import class_table
 
     scratch_course(course_dir, DEMO_CHAPTERS)
@@ -126,8 +146,10 @@ def grade_demo_class(course_dir: Path) -> list[dict]:
             folder = course_dir / "submitted" / student / ch.slug
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "timestamp.txt").write_text("2026-11-25 09:00:00.000000 UTC\n")
-            for name, nb in notebooks.items():
-                nbformat.write(nb, folder / f"{name}.ipynb")
-        nbgrader("autograde", ch.slug, "--force", course_dir=course_dir)
+            for file, nb in notebooks.items():
+                nbformat.write(nb, folder / file)
+        run = autograde(ch.slug, course_dir, jobs=jobs)
+        if run.returncode != 0:
+            raise RuntimeError(f"autograde of {ch.slug} failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
         nbgrader("generate_feedback", ch.slug, "--force", course_dir=course_dir)
     return class_table(course_dir)

@@ -211,6 +211,8 @@ class Worker:
             code = None
         output = self.student_output()
         self.stop()
+        if code is not None and code > 128 and code - 128 in signal.valid_signals():
+            code = -(code - 128)  # bwrap exits with 128 + the signal that killed its child
         if code is None:
             why = "closed its connection"
         elif code == OUTPUT_LIMIT_EXIT or (code < 0 and -code == signal.SIGXFSZ):

@@ -9,7 +9,7 @@ Student code gets, and can reach, exactly this:
   parent: it sees no other process, no network, and nothing outlives the worker;
 - a read-only view of the system (/usr, /etc, /sys), the Python installation, the course's
   `.venv`, `llmopt/`, `course_config.py` and `models/`, plus the two worker files; a
-  private tmpfs for /tmp and $HOME. Not `source/`, `solutions/`, `grader/` (suites), the
+  private tmpfs of SCRATCH_BYTES for /tmp and $HOME. Not `source/`, `solutions/`, `grader/` (suites), the
   gradebook, the course directory, or other submissions.
 
 The rlimits set by the caller (memory, output size, processes) stay in force inside.
@@ -31,6 +31,7 @@ from pathlib import Path
 import course_config
 
 SANDBOX_UID = 65534  # "nobody"
+SCRATCH_BYTES = 512 << 20  # the private /tmp: files written there are held in memory
 WORKER_DIR = "/opt/grader-worker"  # where worker.py and wire.py appear inside the sandbox
 UNSAFE_ENV = "GRADER_UNSAFE_NO_SANDBOX"
 HOW_TO_FIX = (
@@ -92,7 +93,7 @@ def command(argv: list[str], worker_files: list[Path]) -> list[str]:
         raise SandboxUnavailable(f"bwrap is not installed. {HOW_TO_FIX}")
     wrapped = [bwrap, "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
                "--unshare-cgroup-try", "--die-with-parent", "--new-session",
-               "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp",
+               "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(SCRATCH_BYTES), "--tmpfs", "/tmp",
                "--perms", "1777", "--dir", "/tmp/home",
                "--chdir", "/tmp", "--setenv", "HOME", "/tmp/home"]
     made: set[str] = set()

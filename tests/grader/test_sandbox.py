@@ -1,7 +1,9 @@
-"""The worker sandbox: student code runs in its own process, and every way it can go
-wrong (exceptions, hangs, exits, memory, output floods) is contained and named."""
+"""The worker sandbox: student code runs in its own process inside bubblewrap, and every
+way it can go wrong (exceptions, hangs, exits, memory, output floods) is contained and
+named; what it can see of the machine is exactly what it needs."""
 
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -76,10 +78,35 @@ def test_exit_at_load_is_a_crash_with_the_reason(code, why):
         load(code)
 
 
-def test_sys_exit_at_load_is_reported_as_the_students_exception():
-    with pytest.raises(StudentError, match="3") as error:
-        load("import sys\nsys.exit(3)\n")
-    assert error.value.remote_type == "SystemExit"
+def test_sys_exit_at_load_costs_only_its_cell(stopper):
+    worker, student = load("import sys\ndef f():\n    return 1\nsys.exit(3)\ndef g():\n    return 2\n")
+    stopper(worker)
+    assert student.f() == 1, "what the cell defined before it exited is there"
+    assert student.load_errors == [("'cell'", "SystemExit: 3 (line 4)")]
+    with pytest.raises(StudentError, match="`g` comes from cell 'cell', which failed to load: SystemExit"):
+        student.g()
+
+
+def test_each_cell_loads_on_its_own(stopper):
+    cells = [{"name": "'one'", "source": "def broken(:\n    pass\n"},
+             {"name": "'two'", "source": "def works():\n    return 'ok'\n"},
+             {"name": "'three'", "source": "import math\ndef uses_broken():\n    return broken()\n"}]
+    worker = Worker(memory_mb=3072, output_bytes=1 << 16)
+    stopper(worker)
+    student = Student(worker, cells, "test.ipynb", 5.0)
+    assert student.works() == "ok"
+    with pytest.raises(StudentError, match="`broken` comes from cell 'one', which failed to load: SyntaxError") as error:
+        student.broken()
+    assert error.value.remote_traceback == "" or "worker.py" not in error.value.remote_traceback
+    with pytest.raises(NameError, match="comes from cell 'one'"):
+        student.uses_broken()
+
+
+def test_cell_sources_are_registered_for_inspect(stopper):
+    """@triton.jit and inspect.getsource need a function's source: cells are in linecache."""
+    worker, student = load("import inspect\ndef f(x):\n    return x + 1\ndef source():\n    return inspect.getsource(f)\n")
+    stopper(worker)
+    assert student.source() == "def f(x):\n    return x + 1\n"
 
 
 def test_memory_blow_up_is_contained(stopper):
@@ -96,11 +123,53 @@ def test_output_flood_ends_the_worker_with_a_clear_reason(stopper):
         student.shout()
 
 
-def test_student_code_runs_in_another_process_in_a_scratch_directory(stopper):
-    import os
+PROBE = """
+import os, socket
+def probe(paths):
+    seen = {p: os.path.exists(p) for p in paths}
+    try:
+        socket.create_connection(("127.0.0.1", 22), timeout=1)
+        network = True
+    except OSError:
+        network = False
+    try:
+        open(paths[0] + "/planted.py", "w")
+        wrote = True
+    except OSError:
+        wrote = False
+    return {"uid": os.getuid(), "pid": os.getpid(), "cwd": os.getcwd(), "network": network,
+            "seen": seen, "wrote": wrote, "processes": sorted(int(p) for p in os.listdir("/proc") if p.isdigit())}
+"""
 
-    worker, student = load("import os\ndef where():\n    return os.getpid(), os.getcwd()\n")
+
+def test_student_code_sees_only_what_it_needs(stopper):
+    from course_config import ROOT
+
+    worker, student = load(PROBE)
     stopper(worker)
-    pid, cwd = student.where()
-    assert pid != os.getpid() and pid == worker.process.pid
-    assert cwd == str(worker.scratch)
+    needed = [ROOT / "llmopt", ROOT / "models", ROOT / "course_config.py", ROOT / ".venv"]
+    hidden = [ROOT / "source", ROOT / "solutions", ROOT / "grader", ROOT / "gradebook.db", ROOT / ".git",
+              ROOT / "release", worker.scratch, Path("/work/shared"), Path("/var")]
+    got = student.probe([str(p) for p in needed + hidden])
+    assert got["uid"] == 65534, "an unprivileged uid"
+    assert got["pid"] <= 3 and len(got["processes"]) <= 3, f"its own pid namespace: {got['processes']}"
+    assert got["cwd"] == "/tmp" and not got["network"] and not got["wrote"]
+    assert all(got["seen"][str(p)] for p in needed), got["seen"]
+    assert not any(got["seen"][str(p)] for p in hidden), got["seen"]
+
+
+def test_a_forged_oversized_frame_is_refused_without_reading_it(stopper):
+    worker, student = load("import os, struct\ndef forge():\n"
+                           "    os.write(int(__import__('sys').argv[2]), struct.pack('>Q', 50 << 20) + b'{' * (1 << 20))\n"
+                           "    import time; time.sleep(10)\n")
+    stopper(worker)
+    with pytest.raises(WorkerCrashed, match="malformed reply"):
+        student.forge()
+
+
+def test_grading_refuses_without_a_sandbox(monkeypatch):
+    from grader.sandbox import bubblewrap
+
+    monkeypatch.setattr(bubblewrap.shutil, "which", lambda name: None)
+    with pytest.raises(bubblewrap.SandboxUnavailable, match="apt-get install bubblewrap"):
+        bubblewrap.command(["python"], [])
