@@ -9,8 +9,10 @@ from html import unescape
 import nbformat
 import pytest
 
+import course_config
 from course_config import ROOT
 from grader.demo import DEMO_CHAPTERS, grade_demo_class
+from grader.notebook import graded_suites, source_notebook
 
 CHAPTER = DEMO_CHAPTERS[0]
 
@@ -24,16 +26,47 @@ def demo(tmp_path_factory):
 
 def test_demo_class_scores(demo):
     _, table = demo
-    for chapter in DEMO_CHAPTERS:
-        row = lambda student: table[(student, chapter.slug)]  # noqa: E731
-        full = row("reference")["max_score"]
-        assert full > 0
-        assert row("reference")["score"] == full, "the reference solution gets full marks"
-        assert row("untouched")["score"] == 0, "the release notebook as handed out gets zero"
-        assert 0 < row("partly_wrong")["score"] < full, "one wrong function costs some marks, not all"
-        assert 0 < row("never_returns")["score"] < full, "a hang costs only the tests it touches"
-        assert row("exits_at_import")["score"] == 0, "code that exits when loaded earns nothing"
-        assert row("deleted_cells")["score"] == full, "deleted test cells are restored and graded"
+    row = lambda student, chapter=CHAPTER: table[(student, chapter.slug)]  # noqa: E731
+    full = row("reference")["max_score"]
+    assert full > 0
+    assert row("reference")["score"] == full, "the reference solution gets full marks"
+    assert row("untouched")["score"] == 0, "the release notebook as handed out gets zero"
+    assert 0 < row("partly_wrong")["score"] < full, "one wrong function costs some marks, not all"
+    assert 0 < row("never_returns")["score"] < full, "a hang costs only the tests it touches"
+    assert row("exits_at_import")["score"] == 0, "code that exits when loaded earns nothing"
+    assert row("deleted_cells")["score"] == full, "deleted test and setup cells are restored and graded"
+
+
+def test_partial_work_gets_exactly_its_points(demo):
+    """Chapter 5: one exercise done earns that cell's points; one syntax error costs only
+    its own exercise; a renamed notebook is graded as its chapter's."""
+    _, table = demo
+    ch05 = course_config.chapter("ch05")
+    points = {grade_id: p for grade_id, _, p in graded_suites(source_notebook(ch05.slug, ch05.notebooks[0])[0], ch05.slug)}
+    full = sum(points.values())
+    row = lambda student: table[(student, ch05.slug)]  # noqa: E731
+    assert row("attention_only")["score"] == points["attention"]
+    assert row("one_syntax_error")["score"] == full - points["prefix_cache"]
+    assert row("renamed_chapter")["score"] == points["attention"]
+
+
+def test_check_reports_exactly_the_points_of_the_one_exercise_done(demo):
+    course_dir, _ = demo
+    ch05 = course_config.chapter("ch05")
+    run = _check(course_dir / "submitted" / "renamed_chapter" / ch05.slug / f"{ch05.notebooks[0]}-Copy1.ipynb")
+    assert "graded as ch05_kv_cache/ch05_kv_cache.ipynb" in run.stdout
+    assert "-Copy1.ipynb: 6 / 46 points" in run.stdout, run.stdout[-3000:] + run.stderr[-2000:]
+
+
+def test_check_takes_points_from_the_instructors_notebook(tmp_path):
+    nb = nbformat.read(ROOT / "release" / CHAPTER.slug / f"{CHAPTER.notebooks[0]}.ipynb", as_version=4)
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade"):
+            cell.metadata["nbgrader"]["points"] = 100
+    path = tmp_path / CHAPTER.slug / f"{CHAPTER.notebooks[0]}.ipynb"
+    path.parent.mkdir()
+    nbformat.write(nb, path)
+    assert ": 0 / 12 points" in _check(path).stdout
 
 
 def test_feedback_shows_verdicts_but_never_hidden_tests(demo):
@@ -44,7 +77,8 @@ def test_feedback_shows_verdicts_but_never_hidden_tests(demo):
                    if len(ln.strip()) > (30 if p in suites else 40)  # internals hold more generic lines
                    and not ln.strip().startswith(("import", "from", "#", '"""', "def test_", "@pytest"))}
     pages = list((course_dir / "feedback").rglob("*.html"))
-    assert len(pages) == 6 * sum(len(ch.notebooks) for ch in DEMO_CHAPTERS)
+    graded = {(student, chapter) for student, chapter in demo[1]}
+    assert len(pages) == sum(len(course_config.chapter(ch).notebooks) for _, ch in graded)
     for page in pages:
         html = page.read_text()
         assert "Hidden tests (" in html, f"{page}: the judge's verdict is missing"
@@ -109,4 +143,4 @@ def test_check_cli_on_a_malformed_notebook(tmp_path):
     broken.parent.mkdir()
     broken.write_text('{"cells": [ this is not json')
     run = _check(broken)
-    assert run.returncode == 2 and "not a readable notebook" in run.stderr
+    assert run.returncode == 2 and "not a readable course notebook" in run.stderr

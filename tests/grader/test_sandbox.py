@@ -173,3 +173,14 @@ def test_grading_refuses_without_a_sandbox(monkeypatch):
     monkeypatch.setattr(bubblewrap.shutil, "which", lambda name: None)
     with pytest.raises(bubblewrap.SandboxUnavailable, match="apt-get install bubblewrap"):
         bubblewrap.command(["python"], [])
+
+
+def test_a_triton_kernel_in_a_cell_runs_in_the_worker(stopper, monkeypatch):
+    """@triton.jit reads its function's source: on the CPU, in Triton's interpreter."""
+    from tools.gpu_check import TRITON_CELL
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    worker, student = load(TRITON_CELL, time_limit_s=120.0)
+    stopper(worker)
+    x = torch.randn(3000)
+    assert torch.equal(student.double(x), 2 * x)

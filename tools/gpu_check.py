@@ -1,0 +1,139 @@
+"""Every check that only a GPU can show, in one run, with a table at the end.
+
+    make gpu-check          (or: python tools/gpu_check.py)
+
+On a machine without CUDA each check is reported "blocked" and the script exits 0, so it
+can be dry-run anywhere; on a GPU it exits 1 if any check failed. Record the table, the
+card and the date in VALIDATION.md. What it checks:
+1. a sandboxed grading worker initialises CUDA under the grader's memory cap and
+   allocates 1 GiB there;
+2. tensors keep their device across the wire, both ways;
+3. a `@triton.jit` kernel defined in a student cell compiles and runs in the worker
+   (cell sources are registered for `inspect`);
+4. the device calibration (copy bandwidth, matmul rates) on CUDA;
+5. chapter 5's hidden suites on the reference solution, the Triton bandwidth check
+   included (its measured fraction of the calibrated copy bandwidth is printed).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+import course_config  # noqa: E402
+from grader.student import Student, Worker  # noqa: E402
+
+TRITON_CELL = '''
+import torch, triton, triton.language as tl
+
+@triton.jit
+def _double(x_ptr, out_ptr, n, BLOCK: tl.constexpr):
+    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offsets < n
+    tl.store(out_ptr + offsets, 2 * tl.load(x_ptr + offsets, mask=mask), mask=mask)
+
+def double(x):
+    out = torch.empty_like(x)
+    _double[(triton.cdiv(x.numel(), 1024),)](x, out, x.numel(), BLOCK=1024)
+    return out
+
+def where(x):
+    return str(x.device)
+
+def grab_gib():
+    return torch.empty(1 << 28, device="cuda").fill_(1).sum().item()
+'''
+
+
+def _worker_student(code: str) -> tuple[Worker, Student]:
+    ch = course_config.chapter("ch05")
+    worker = Worker(ch.worker_memory_mb, course_config.GRADING.worker_output_bytes)
+    return worker, Student(worker, [{"name": "'gpu_check'", "source": code}], "gpu_check.ipynb", 300.0)
+
+
+def check_worker_cuda() -> str:
+    worker, student = _worker_student(TRITON_CELL)
+    try:
+        total = student.grab_gib()
+        assert total == float(1 << 28), total
+        return f"1 GiB allocated in the worker under a {course_config.chapter('ch05').worker_memory_mb} MB data cap"
+    finally:
+        worker.stop()
+
+
+def check_devices_cross_the_wire() -> str:
+    worker, student = _worker_student(TRITON_CELL)
+    try:
+        x = torch.arange(8.0, device="cuda")
+        assert student.where(x) == str(x.device), student.where(x)
+        back = student.double(x)
+        assert back.device.type == "cuda", back.device
+        return "cuda tensors arrive and return on cuda"
+    finally:
+        worker.stop()
+
+
+def check_triton_in_worker() -> str:
+    worker, student = _worker_student(TRITON_CELL)
+    try:
+        x = torch.randn(5000, device="cuda")
+        assert torch.equal(student.double(x), 2 * x)
+        return "@triton.jit from a cell compiled and ran"
+    finally:
+        worker.stop()
+
+
+def check_calibration() -> str:
+    from llmopt.device import calibrate
+
+    c = calibrate("cuda")
+    return f"{torch.cuda.get_device_name()}: copy {c.copy_bytes_per_s / 1e9:.0f} GB/s; {c}"
+
+
+def check_chapter5_suites() -> str:
+    source = ROOT / "source" / "ch05_kv_cache" / "ch05_kv_cache.ipynb"
+    run = subprocess.run([sys.executable, "-m", "grader", "check", str(source)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=1800)
+    summary = run.stdout.strip().splitlines()[-1] if run.stdout.strip() else run.stderr[-500:]
+    assert run.returncode == 0, f"{summary}\n{run.stdout[-3000:]}"
+    return summary
+
+
+CHECKS = [
+    ("worker initialises CUDA under the memory cap", check_worker_cuda),
+    ("tensors keep their device across the wire", check_devices_cross_the_wire),
+    ("@triton.jit in a student cell runs in the worker", check_triton_in_worker),
+    ("device calibration on CUDA", check_calibration),
+    ("chapter 5 hidden suites on the reference (Triton bandwidth included)", check_chapter5_suites),
+]
+
+
+def main() -> int:
+    rows, failed = [], False
+    for name, check in CHECKS:
+        start = time.perf_counter()
+        if not torch.cuda.is_available():
+            status, detail = "blocked", "no CUDA device on this machine"
+        else:
+            try:
+                status, detail = "passed", check()
+            except Exception as exc:  # one check's failure is a row of the table, not the end
+                status, detail, failed = "failed", f"{type(exc).__name__}: {exc}", True
+                traceback.print_exc()
+        rows.append((name, status, f"{time.perf_counter() - start:.1f} s", detail))
+    print(f"\n{'check':<72} {'status':<8} {'time':>8}  detail")
+    for name, status, seconds, detail in rows:
+        print(f"{name:<72} {status:<8} {seconds:>8}  {detail}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
