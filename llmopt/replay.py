@@ -1,0 +1,297 @@
+"""Record a scheduling policy's decisions in one process, replay them in another.
+
+Why this exists: a grader cannot trust numbers computed where the graded code runs. A
+policy class lives in the student's worker process, and so does every module it can
+reach: code there can rewrite `simulate`, the cost model or `SimulationResult` and
+report any goodput it likes. What the policy legitimately produces is only its
+*decisions*: which sequences run how many tokens each step, which are preempted, and what
+it takes from and gives back to the KV-block pool. So:
+
+- `record` runs the simulator around the policy (in the worker) and returns those
+  decisions as plain data, one log per instance the policy drives: every call the
+  simulator made on the scheduler (add_request, has_work, schedule, on_finished), in
+  order, with the pool operations made during it and, for `schedule`, the batch.
+- `replay` (in the judge) runs the trusted `simulate` / `simulate_disaggregated` on the
+  same trace and setup with a scheduler that answers each call from the log: it performs
+  the logged pool operations on a real pool and returns the logged batch. The simulator
+  then checks every rule itself (arrivals, KV arrival, blocks held, max_num_seqs, token
+  budget, leaked blocks, exact lengths) and computes every time.
+
+Nothing in the log is believed except as a decision. An honest log replays to exactly
+the run `simulate` gives the policy (same times, same steps, same violations); a log
+from a doctored simulator, or edited by hand, either replays to the honest outcome of
+the decisions it holds, breaks a rule the replay reports, or stops with
+`DecisionLogError` where it no longer fits the run (a call the run did not make, a step
+at another time, a request this instance never received).
+
+Log format (JSON text: one string crosses a process wall in one piece, where nested
+lists would be walked item by item on both sides):
+    {"instances": [[entry, ...], ...]}   one list per instance run by the policy, in
+                                          construction order (decode instances only when
+                                          disaggregated: the prefill side is the
+                                          library's own and runs in the replay)
+    entry = [kind, payload, ops]
+      kind "add" | "finish": payload = request_id
+      kind "work":           payload = has_work()'s answer (bool)
+      kind "step":           payload = [now, [id, tokens, id, tokens, ...], [preempted ids]]
+      ops = [id, k, id, k, ...]: k >= 1 allocated k blocks to request id, k == -1 freed them
+"""
+
+from __future__ import annotations
+
+import json
+
+from llmopt.simulator import (Batch, KVBlockPool, Scheduler, SchedulingError, Sequence, simulate,
+                              simulate_disaggregated)
+from llmopt.workload import as_requests
+
+FREE = -1  # the op code of pool.free in a log
+
+
+class DecisionLogError(SchedulingError):
+    """A decision log does not fit the run it claims to come from."""
+
+
+# ---------------------------------------------------------------------------------------
+# Recording (runs wherever the policy runs)
+# ---------------------------------------------------------------------------------------
+
+class _RecordingPool(KVBlockPool):
+    """A KV pool that notes every allocation and free, in order, for the current call."""
+
+    def __init__(self, num_blocks: int, block_size: int):
+        super().__init__(num_blocks, block_size)
+        self.ops: list = []
+
+    def allocate(self, seq, num_blocks: int) -> None:
+        super().allocate(seq, num_blocks)  # a refused allocation raises and changes nothing
+        if num_blocks:
+            self.ops += (seq.request_id, num_blocks)
+
+    def free(self, seq) -> None:
+        super().free(seq)
+        self.ops += (seq.request_id, FREE)
+
+    def take_ops(self) -> list:
+        ops, self.ops = self.ops, []
+        return ops
+
+
+class _Recorder:
+    """Stands where the simulator expects a scheduler, forwards every call to the policy and
+    logs it. Composition, not a subclass: calls the policy makes on itself (a schedule()
+    that calls self.add_request) are not calls of the simulator, and must not be logged."""
+
+    def __init__(self, policy_cls, pool: KVBlockPool, limits):
+        self.pool = _RecordingPool(pool.num_blocks, pool.block_size)
+        self.limits = limits
+        self.policy = policy_cls(self.pool, limits)
+        self.entries: list = []
+
+    def _log(self, kind: str, payload) -> None:
+        # Ops made before this call ended (in the policy's __init__ too) belong to it:
+        # the simulator looks at the pool only once a call has returned.
+        self.entries.append([kind, payload, self.pool.take_ops()])
+
+    def add_request(self, seq: Sequence) -> None:
+        self.policy.add_request(seq)
+        self._log("add", seq.request_id)
+
+    def has_work(self) -> bool:
+        answer = bool(self.policy.has_work())
+        self._log("work", answer)
+        return answer
+
+    def schedule(self, now: float):
+        batch = self.policy.schedule(now)
+        try:
+            payload = [now, [x for seq, n in batch.scheduled for x in (seq.request_id, n)],
+                       [seq.request_id for seq in batch.preempted]]
+        except Exception:
+            return batch  # not a well-formed Batch: the simulator's own check stops the run
+        self._log("step", payload)
+        return batch
+
+    def on_finished(self, seq: Sequence) -> None:
+        self.policy.on_finished(seq)
+        self._log("finish", seq.request_id)
+
+
+def record(trace, policy_cls, *, disaggregated: bool = False, **setup) -> str:
+    """Run `policy_cls` on `trace` under `simulate` (or `simulate_disaggregated`, where the
+    policy drives the decode instances) with `setup`, and return its decision log (JSON).
+
+    The run is non-strict, as the replay is: a broken rule is the replay's to report, and
+    stopping here at the first one would hide the rest of the run from it."""
+    recorders: list[_Recorder] = []
+
+    def make(pool: KVBlockPool, limits) -> _Recorder:
+        recorders.append(_Recorder(policy_cls, pool, limits))
+        return recorders[-1]
+
+    run = simulate_disaggregated if disaggregated else simulate
+    run(trace, make, strict=False, **setup)
+    return json.dumps({"instances": [r.entries for r in recorders]}, separators=(",", ":"))
+
+
+# ---------------------------------------------------------------------------------------
+# Replaying (runs in the trusted process)
+# ---------------------------------------------------------------------------------------
+
+class _ReplayPool(KVBlockPool):
+    """The real pool rules, with a running total: a forged log may hold millions of pool
+    operations, and summing every holder on each one would let it stall the judge."""
+
+    def __init__(self, num_blocks: int, block_size: int):
+        super().__init__(num_blocks, block_size)
+        self._total = 0
+
+    @property
+    def num_free(self) -> int:
+        return self.num_blocks - self._total
+
+    def total_held(self) -> int:
+        return self._total
+
+    def allocate(self, seq, num_blocks: int) -> None:
+        super().allocate(seq, num_blocks)
+        self._total += num_blocks
+
+    def free(self, seq) -> None:
+        self._total -= self._held.pop(seq.request_id, 0)
+
+
+class _Id:
+    """Stands for a request in a pool operation: the pool only reads `request_id`."""
+
+    __slots__ = ("request_id",)
+
+    def __init__(self, request_id: int):
+        self.request_id = request_id
+
+
+def _show(x) -> str:
+    return repr(x)[:60]  # a forged field may be a megabyte of list: quote only its start
+
+
+def _is_int(x) -> bool:
+    return type(x) is int  # exactly: not a bool, nor anything else a forged log may carry
+
+
+class _Replayer(Scheduler):
+    """Answers the simulator's calls from one instance's log. Every field is type-checked
+    before use: the log is whatever the other process chose to send."""
+
+    def __init__(self, pool: KVBlockPool, limits, entries, index: int):
+        super().__init__(_ReplayPool(pool.num_blocks, pool.block_size), limits)
+        if type(entries) is not list:
+            raise DecisionLogError(f"instance {index}'s decision log is not a list")
+        self.entries, self.index, self.next = entries, index, 0
+        self.seqs: dict[int, Sequence] = {}  # the requests this instance was given
+
+    def _fail(self, why: str) -> DecisionLogError:
+        return DecisionLogError(
+            f"the recorded decisions do not replay (instance {self.index}, call {self.next}): {why}. "
+            f"Only your policy's decisions are graded, replayed in the grader's own simulator: "
+            f"code that changes llmopt's simulator in your process changes nothing but this")
+
+    def _take(self, kind: str):
+        if self.next >= len(self.entries):
+            raise self._fail(f"the log ended where the run makes a {kind} call")
+        entry = self.entries[self.next]
+        if type(entry) is not list or len(entry) != 3 or type(entry[0]) is not str or entry[0] != kind:
+            raise self._fail(f"the run makes a {kind} call here, the log has something else")
+        self.next += 1
+        self._apply(entry[2])
+        return entry[1]
+
+    def _apply(self, ops) -> None:
+        if type(ops) is not list or len(ops) % 2:
+            raise self._fail("malformed pool operations")
+        for i in range(0, len(ops), 2):
+            rid, k = ops[i], ops[i + 1]
+            if not (_is_int(rid) and _is_int(k)) or not (k >= 1 or k == FREE):
+                raise self._fail(f"malformed pool operation {_show(rid)}, {_show(k)}")
+            ref = _Id(rid)
+            if k == FREE:
+                self.pool.free(ref)
+            else:
+                self.pool.allocate(ref, k)  # past the pool: OutOfKVBlocks, as in any run
+
+    def _seq(self, rid) -> Sequence:
+        if not _is_int(rid) or rid not in self.seqs:
+            raise self._fail(f"request {_show(rid)} was never sent to this instance")
+        return self.seqs[rid]
+
+    def add_request(self, seq: Sequence) -> None:
+        if self._take("add") != seq.request_id:
+            raise self._fail(f"request {seq.request_id} arrives here, the log has another")
+        self.seqs[seq.request_id] = seq
+
+    def has_work(self) -> bool:
+        answer = self._take("work")
+        if type(answer) is not bool:
+            raise self._fail("has_work's answer is not a bool")
+        return answer
+
+    def on_finished(self, seq: Sequence) -> None:
+        if self._take("finish") != seq.request_id:
+            raise self._fail(f"request {seq.request_id} finishes here, the log has another")
+
+    def schedule(self, now: float) -> Batch:
+        payload = self._take("step")
+        if type(payload) is not list or len(payload) != 3:
+            raise self._fail("malformed step")
+        when, scheduled, preempted = payload
+        # The clock is the judge's: a step logged at another time came from another
+        # simulation (a changed cost model, say), whose decisions may not fit this one.
+        if type(when) not in (int, float) or when != now:
+            raise self._fail(f"this step starts at t={now!r} s, the log's at t={_show(when)} s")
+        if type(scheduled) is not list or len(scheduled) % 2 or type(preempted) is not list:
+            raise self._fail("malformed step")
+        if len(preempted) > len(self.seqs):  # the simulator's own checks of a step are
+            # linear in what it schedules (a repeat stops them) but not in what it preempts
+            raise self._fail("a step preempts more requests than this instance holds")
+        batch = Batch()
+        for i in range(0, len(scheduled), 2):
+            n = scheduled[i + 1]
+            if not _is_int(n):
+                raise self._fail(f"a token count {_show(n)} is not an int")
+            batch.add(self._seq(scheduled[i]), n)
+        batch.preempted = [self._seq(rid) for rid in preempted]
+        return batch
+
+    def check_consumed(self) -> None:
+        if self.next != len(self.entries):
+            raise self._fail(f"the run is over but the log holds {len(self.entries) - self.next} more calls")
+
+
+def replay(trace, log, *, disaggregated: bool = False, **setup):
+    """The `SimulationResult` of replaying `log` (from `record`) on `trace` with `setup`,
+    in this process's simulator, non-strict: broken rules land in `result.violations`;
+    a log that does not fit the run raises `DecisionLogError`."""
+    if type(log) is str:
+        try:
+            log = json.loads(log)
+        except (ValueError, RecursionError) as exc:
+            raise DecisionLogError(f"the decision log is not JSON: {str(exc)[:200]}") from None
+    if type(log) is not dict or type(log.get("instances")) is not list:
+        raise DecisionLogError("a decision log is a dict with a list of instance logs")
+    logs = log["instances"]
+    replayers: list[_Replayer] = []
+
+    def make(pool: KVBlockPool, limits) -> _Replayer:
+        if len(replayers) == len(logs):
+            raise DecisionLogError(f"the run has more instances than the log's {len(logs)}")
+        replayers.append(_Replayer(pool, limits, logs[len(replayers)], len(replayers)))
+        return replayers[-1]
+
+    trace = as_requests(trace)
+    run = simulate_disaggregated if disaggregated else simulate
+    result = run(trace, make, strict=False, **setup)
+    if len(replayers) != len(logs):
+        raise DecisionLogError(f"the log has {len(logs)} instances, the run {len(replayers)}")
+    for r in replayers:
+        r.check_consumed()
+    return result
+
