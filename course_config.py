@@ -96,6 +96,10 @@ class Grading:
     # Limits of one grading worker (the process that runs student code).
     worker_output_bytes: int = 1 << 20  # student prints beyond this end the worker
     worker_threads: int = 1  # torch/BLAS threads: same speed for every student, no oversubscription
+    # Share of a GPU's memory one worker's PyTorch allocator may take (a student, the
+    # baseline worker and a spare can share one card). PyTorch's own per-process cap: a
+    # hostile submission could lift it in its own process, but not beyond the card.
+    worker_gpu_memory_fraction: float = 0.45
     # Backstop for a whole suite run, on top of each test's own wall-time limit.
     suite_timeout_s: float = 600.0
     # Known hardware-dependent checks are reported "blocked" where the hardware is absent;

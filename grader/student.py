@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import course_config
 from grader.sandbox import bubblewrap, wire
 
 WORKER_SCRIPT = Path(__file__).parent / "sandbox" / "worker.py"
@@ -106,6 +107,7 @@ class Worker:
         self._rep_read, rep_write = os.pipe()
         env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
         env.update(HOME="/tmp/home", MPLBACKEND="Agg", GRADER_WORKER_THREADS=str(threads),
+                   GRADER_GPU_MEMORY_FRACTION=str(course_config.GRADING.worker_gpu_memory_fraction),
                    OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                    PYTHONDONTWRITEBYTECODE="1", PYTHONHASHSEED="0")
         argv = [sys.executable, "-I", str(WORKER_SCRIPT), str(req_read), str(rep_write)]

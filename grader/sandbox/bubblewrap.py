@@ -52,17 +52,21 @@ def unsafe() -> bool:
     return os.environ.get(UNSAFE_ENV, "") not in ("", "0")
 
 
-def _readonly_views() -> list[str]:
-    """Host paths the worker may read, each mounted read-only at the same path."""
+def _readonly_views() -> list[tuple[str, str]]:
+    """(host path, path inside) the worker may read, read-only. Each appears at its real
+    path and, when reached through a symlink (a linked `.venv`), at that path too."""
     root = course_config.ROOT
     paths = [Path("/usr"), Path("/etc"), Path("/sys"), Path(sys.base_prefix), Path(sys.prefix),
              root / "llmopt", root / "course_config.py", course_config.MODELS_DIR]
-    seen: list[str] = []
+    views: list[tuple[str, str]] = []
     for path in paths:
-        text = str(path.resolve())
-        if path.exists() and not any(text == s or text.startswith(s + "/") for s in seen):
-            seen.append(text)
-    return seen
+        if not path.exists():
+            continue
+        real = str(path.resolve())
+        for inside in dict.fromkeys([real, str(path.absolute())]):
+            if not any(inside == v or inside.startswith(v + "/") for _, v in views):
+                views.append((real, inside))
+    return views
 
 
 def _system_links() -> list[str]:
@@ -97,12 +101,12 @@ def command(argv: list[str], worker_files: list[Path]) -> list[str]:
                "--perms", "1777", "--dir", "/tmp/home",
                "--chdir", "/tmp", "--setenv", "HOME", "/tmp/home"]
     made: set[str] = set()
-    for path in _readonly_views():
-        for parent in reversed(Path(path).parents[:-1]):  # bwrap would make them 0700
+    for host, inside in _readonly_views():
+        for parent in reversed(Path(inside).parents[:-1]):  # bwrap would make them 0700
             if str(parent) not in made:
                 made.add(str(parent))
                 wrapped += ["--perms", "0755", "--dir", str(parent)]
-        wrapped += ["--ro-bind", path, path]
+        wrapped += ["--ro-bind", host, inside]
     wrapped += _system_links() + _gpu_devices()
     inside = {str(file): f"{WORKER_DIR}/{file.name}" for file in worker_files}
     if inside:

@@ -111,6 +111,8 @@ def main():
     import torch
 
     torch.set_num_threads(int(os.environ.get("GRADER_WORKER_THREADS", "1")))
+    if torch.cuda.is_available():  # before any student code: its share of the card
+        torch.cuda.set_per_process_memory_fraction(float(os.environ.get("GRADER_GPU_MEMORY_FRACTION", "1")))
     sys.stdout = open(1, "w", buffering=1, closefd=False)
     sys.stderr = open(2, "w", buffering=1, closefd=False)
 
