@@ -17,6 +17,7 @@ card and the date in VALIDATION.md. What it checks:
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
@@ -53,42 +54,37 @@ def grab_gib():
 '''
 
 
-def _worker_student(code: str) -> tuple[Worker, Student]:
+@contextlib.contextmanager
+def _student(code: str = TRITON_CELL):
+    """A sandboxed grading worker with `code` loaded, as the judge would start one."""
     ch = course_config.chapter("ch05")
     worker = Worker(ch.worker_memory_mb, course_config.GRADING.worker_output_bytes)
-    return worker, Student(worker, [{"name": "'gpu_check'", "source": code}], "gpu_check.ipynb", 300.0)
+    try:
+        yield Student(worker, [{"name": "'gpu_check'", "source": code}], "gpu_check.ipynb", 300.0)
+    finally:
+        worker.stop()
 
 
 def check_worker_cuda() -> str:
-    worker, student = _worker_student(TRITON_CELL)
-    try:
+    with _student() as student:
         total = student.grab_gib()
-        assert total == float(1 << 28), total
-        return f"1 GiB allocated in the worker under a {course_config.chapter('ch05').worker_memory_mb} MB data cap"
-    finally:
-        worker.stop()
+    assert total == float(1 << 28), total
+    return f"1 GiB allocated in the worker under a {course_config.chapter('ch05').worker_memory_mb} MB data cap"
 
 
 def check_devices_cross_the_wire() -> str:
-    worker, student = _worker_student(TRITON_CELL)
-    try:
-        x = torch.arange(8.0, device="cuda")
-        assert student.where(x) == str(x.device), student.where(x)
-        back = student.double(x)
-        assert back.device.type == "cuda", back.device
-        return "cuda tensors arrive and return on cuda"
-    finally:
-        worker.stop()
+    x = torch.arange(8.0, device="cuda")
+    with _student() as student:
+        where, back = student.where(x), student.double(x)
+    assert where == str(x.device) and back.device.type == "cuda", (where, back.device)
+    return "cuda tensors arrive and return on cuda"
 
 
 def check_triton_in_worker() -> str:
-    worker, student = _worker_student(TRITON_CELL)
-    try:
-        x = torch.randn(5000, device="cuda")
+    x = torch.randn(5000, device="cuda")
+    with _student() as student:
         assert torch.equal(student.double(x), 2 * x)
-        return "@triton.jit from a cell compiled and ran"
-    finally:
-        worker.stop()
+    return "@triton.jit from a cell compiled and ran"
 
 
 def check_calibration() -> str:

@@ -301,7 +301,10 @@ def test_no_suite_or_solution_text_in_any_output_or_feedback(attacked):
     course, run, feedback, _, _ = attacked
     secrets = _secret_lines()
     assert len(secrets) > 100
-    pages = {p: unescape(re.sub(r"<[^>]+>", "", p.read_text())) for p in (course / "feedback").rglob("*.html")}
+    def visible(html):  # what a reader sees: no tags, no style sheets or scripts
+        return unescape(re.sub(r"<[^>]+>", "", re.sub(r"<(style|script)\b.*?</\1>", "", html, flags=re.S)))
+
+    pages = {p: visible(p.read_text()) for p in (course / "feedback").rglob("*.html")}
     assert len(pages) >= len(SUBMISSIONS), "feedback was not generated for every attacker"
     texts = {"autograde output": run.stdout + run.stderr, "feedback output": feedback.stdout + feedback.stderr,
              **{str(p): t for p, t in pages.items()}}
