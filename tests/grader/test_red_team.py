@@ -304,7 +304,8 @@ def test_no_suite_or_solution_text_in_any_output_or_feedback(attacked):
     def visible(html):  # what a reader sees: no tags, no style sheets or scripts
         return unescape(re.sub(r"<[^>]+>", "", re.sub(r"<(style|script)\b.*?</\1>", "", html, flags=re.S)))
 
-    pages = {p: visible(p.read_text()) for p in (course / "feedback").rglob("*.html")}
+    pages = {p: visible(p.read_text()) for p in (course / "feedback").rglob("*.html")
+             if "bystander" not in p.parts}  # the bystander handed in the solution itself
     assert len(pages) >= len(SUBMISSIONS), "feedback was not generated for every attacker"
     texts = {"autograde output": run.stdout + run.stderr, "feedback output": feedback.stdout + feedback.stderr,
              **{str(p): t for p, t in pages.items()}}
