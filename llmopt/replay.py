@@ -46,6 +46,9 @@ from llmopt.simulator import (Batch, KVBlockPool, Scheduler, SchedulingError, Se
 from llmopt.workload import as_requests
 
 FREE = -1  # the op code of pool.free in a log
+# The course's largest traces log under 1 MB; parsed JSON takes ~10x its text in memory,
+# so a cap far above any honest log keeps a forged one from exhausting the replaying process.
+MAX_LOG_CHARS = 64 << 20
 
 
 class DecisionLogError(SchedulingError):
@@ -271,6 +274,8 @@ def replay(trace, log, *, disaggregated: bool = False, **setup):
     in this process's simulator, non-strict: broken rules land in `result.violations`;
     a log that does not fit the run raises `DecisionLogError`."""
     if type(log) is str:
+        if len(log) > MAX_LOG_CHARS:
+            raise DecisionLogError(f"the decision log has {len(log)} characters, over {MAX_LOG_CHARS}")
         try:
             log = json.loads(log)
         except (ValueError, RecursionError) as exc:

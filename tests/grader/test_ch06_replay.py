@@ -30,7 +30,7 @@ import pytest
 from course_config import ROOT, THRESHOLDS
 from grader.notebook import student_cells
 from llmopt.metrics import summarize
-from llmopt.replay import DecisionLogError, record, replay
+from llmopt.replay import MAX_LOG_CHARS, DecisionLogError, record, replay
 from llmopt.simulator import OutOfKVBlocks, SchedulingError, simulate, simulate_disaggregated
 from llmopt.workload import make_trace
 
@@ -269,6 +269,8 @@ def test_text_that_is_not_a_log_is_reported():
         replay(PRESSED, "[" * 100_000, num_blocks=90)
     with pytest.raises(DecisionLogError):
         replay(PRESSED, 42, num_blocks=90)
+    with pytest.raises(DecisionLogError, match="characters"):
+        replay(PRESSED, " " * (MAX_LOG_CHARS + 1), num_blocks=90)
 
 
 # -- a submission that patches llmopt in its own process gains nothing --------------------
