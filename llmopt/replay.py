@@ -35,6 +35,9 @@ lists would be walked item by item on both sides):
       kind "work":           payload = has_work()'s answer (bool)
       kind "step":           payload = [now, [id, tokens, id, tokens, ...], [preempted ids]]
       ops = [id, k, id, k, ...]: k >= 1 allocated k blocks to request id, k == -1 freed them
+
+`record_served` / `replay_served` do the same for `llmopt.serving.serve_on_engine`, the
+real course model's serving loop (see the section at the end).
 """
 
 from __future__ import annotations
@@ -120,21 +123,31 @@ class _Recorder:
         self._log("finish", seq.request_id)
 
 
+class _Recorders(list):
+    """Builds a recording scheduler wherever a run builds the policy, and keeps them in
+    construction order (the order a replay builds its instances in)."""
+
+    def __init__(self, policy_cls):
+        super().__init__()
+        self.policy_cls = policy_cls
+
+    def __call__(self, pool: KVBlockPool, limits) -> _Recorder:
+        self.append(_Recorder(self.policy_cls, pool, limits))
+        return self[-1]
+
+    def log(self) -> str:
+        return json.dumps({"instances": [r.entries for r in self]}, separators=(",", ":"))
+
+
 def record(trace, policy_cls, *, disaggregated: bool = False, **setup) -> str:
     """Run `policy_cls` on `trace` under `simulate` (or `simulate_disaggregated`, where the
     policy drives the decode instances) with `setup`, and return its decision log (JSON).
 
     The run is non-strict, as the replay is: a broken rule is the replay's to report, and
     stopping here at the first one would hide the rest of the run from it."""
-    recorders: list[_Recorder] = []
-
-    def make(pool: KVBlockPool, limits) -> _Recorder:
-        recorders.append(_Recorder(policy_cls, pool, limits))
-        return recorders[-1]
-
-    run = simulate_disaggregated if disaggregated else simulate
-    run(trace, make, strict=False, **setup)
-    return json.dumps({"instances": [r.entries for r in recorders]}, separators=(",", ":"))
+    recorders = _Recorders(policy_cls)
+    (simulate_disaggregated if disaggregated else simulate)(trace, recorders, strict=False, **setup)
+    return recorders.log()
 
 
 # ---------------------------------------------------------------------------------------
@@ -269,34 +282,112 @@ class _Replayer(Scheduler):
             raise self._fail(f"the run is over but the log holds {len(self.entries) - self.next} more calls")
 
 
+class _Replayers(list):
+    """Builds a replaying scheduler wherever a run builds the policy, the k-th from the
+    log's k-th instance; `check` after the run: every instance built, every call used."""
+
+    def __init__(self, log):
+        super().__init__()
+        if type(log) is str:
+            if len(log) > MAX_LOG_CHARS:
+                raise DecisionLogError(f"the decision log has {len(log)} characters, over {MAX_LOG_CHARS}")
+            try:
+                log = json.loads(log)
+            except (ValueError, RecursionError) as exc:
+                raise DecisionLogError(f"the decision log is not JSON: {str(exc)[:200]}") from None
+        if type(log) is not dict or type(log.get("instances")) is not list:
+            raise DecisionLogError("a decision log is a dict with a list of instance logs")
+        self.logs = log["instances"]
+
+    def __call__(self, pool: KVBlockPool, limits) -> _Replayer:
+        if len(self) == len(self.logs):
+            raise DecisionLogError(f"the run has more instances than the log's {len(self.logs)}")
+        self.append(_Replayer(pool, limits, self.logs[len(self)], len(self)))
+        return self[-1]
+
+    def check(self) -> None:
+        if len(self) != len(self.logs):
+            raise DecisionLogError(f"the log has {len(self.logs)} instances, the run {len(self)}")
+        for r in self:
+            r.check_consumed()
+
+
 def replay(trace, log, *, disaggregated: bool = False, **setup):
     """The `SimulationResult` of replaying `log` (from `record`) on `trace` with `setup`,
     in this process's simulator, non-strict: broken rules land in `result.violations`;
     a log that does not fit the run raises `DecisionLogError`."""
-    if type(log) is str:
-        if len(log) > MAX_LOG_CHARS:
-            raise DecisionLogError(f"the decision log has {len(log)} characters, over {MAX_LOG_CHARS}")
-        try:
-            log = json.loads(log)
-        except (ValueError, RecursionError) as exc:
-            raise DecisionLogError(f"the decision log is not JSON: {str(exc)[:200]}") from None
-    if type(log) is not dict or type(log.get("instances")) is not list:
-        raise DecisionLogError("a decision log is a dict with a list of instance logs")
-    logs = log["instances"]
-    replayers: list[_Replayer] = []
-
-    def make(pool: KVBlockPool, limits) -> _Replayer:
-        if len(replayers) == len(logs):
-            raise DecisionLogError(f"the run has more instances than the log's {len(logs)}")
-        replayers.append(_Replayer(pool, limits, logs[len(replayers)], len(replayers)))
-        return replayers[-1]
-
-    trace = as_requests(trace)
+    replayers = _Replayers(log)
     run = simulate_disaggregated if disaggregated else simulate
-    result = run(trace, make, strict=False, **setup)
-    if len(replayers) != len(logs):
-        raise DecisionLogError(f"the log has {len(logs)} instances, the run {len(replayers)}")
-    for r in replayers:
-        r.check_consumed()
+    result = run(as_requests(trace), replayers, strict=False, **setup)
+    replayers.check()
     return result
 
+
+# ---------------------------------------------------------------------------------------
+# The same for the real engine (llmopt.serving.serve_on_engine)
+# ---------------------------------------------------------------------------------------
+# There the policy's decisions come with a second piece of the student's code, run_batch,
+# which computes each step's tokens on the model. The replaying process runs the serving
+# loop itself: the policy's decisions from the log, and each step's batch rebuilt from
+# data in the policy's process and handed to its run_batch (`run_batch_on`). So the
+# tokens a grader checks are the ones run_batch returned for batches the replay chose,
+# and the preemptions and chunks it counts are the replay's.
+
+def _stand_in_tokens(engine, batch) -> dict:
+    """A token for every sequence a step completes. Decisions depend on token counts,
+    never on their values, so recording them needs no model."""
+    return {seq.request_id: 0 for seq, n in batch.scheduled if seq.num_computed_tokens + n == seq.num_tokens}
+
+
+def record_served(prompts, output_lens, policy_cls, **setup) -> str:
+    """`record` for `serve_on_engine(engine, prompts, output_lens, policy_cls, ...)`:
+    the policy's decision log for serving `prompts`, without running a model."""
+    from llmopt.serving import serve_on_engine
+
+    recorders = _Recorders(policy_cls)
+    serve_on_engine(None, prompts, output_lens, recorders, _stand_in_tokens, **setup)
+    return recorders.log()
+
+
+def replay_served(prompts, output_lens, log, run_batch, **setup) -> dict:
+    """`serve_on_engine`'s result, run here on the decisions in `log` (from
+    `record_served`), each step's tokens from `run_batch(None, batch)`. Strict, as
+    serve_on_engine is: a broken rule raises `SchedulingError`."""
+    from llmopt.serving import serve_on_engine
+
+    replayers = _Replayers(log)
+    served = serve_on_engine(None, prompts, output_lens, replayers, run_batch, **setup)
+    replayers.check()
+    return served
+
+
+def batch_items(batch: Batch) -> list[dict]:
+    """One step's batch as data: what a sequence's state is, and its tokens this step."""
+    return [{"request_id": seq.request_id, "arrival_s": seq.arrival_s, "prompt_len": seq.prompt_len,
+             "output_len": seq.output_len, "token_ids": list(seq.token_ids),
+             "num_computed_tokens": seq.num_computed_tokens, "num_generated": seq.num_generated,
+             "num_preemptions": seq.num_preemptions, "tokens": n} for seq, n in batch.scheduled]
+
+
+def run_batch_on(engine, run_batch, items: list[dict]):
+    """Rebuild a step's batch from `batch_items` and return `run_batch(engine, batch)`,
+    tokens as ints. Runs in the policy's process; its answer is checked where it lands."""
+    import torch
+
+    from llmopt.workload import Request
+
+    batch = Batch()
+    for item in items:
+        seq = Sequence(Request(item["request_id"], item["arrival_s"], item["prompt_len"], item["output_len"]),
+                       token_ids=item["token_ids"])
+        seq.num_computed_tokens, seq.num_generated = item["num_computed_tokens"], item["num_generated"]
+        seq.num_preemptions = item["num_preemptions"]
+        batch.add(seq, item["tokens"])
+    with torch.no_grad():
+        tokens = run_batch(engine, batch)
+    if isinstance(tokens, dict):  # tensors and numpy scalars are fine as tokens
+        try:
+            return {k: int(v) for k, v in tokens.items()}
+        except (TypeError, ValueError):
+            pass
+    return tokens
