@@ -1,6 +1,8 @@
 import pytest
 
+from llmopt.replay import batch_items, replay_served
 from llmopt.serving import near_tie_flips
+from llmopt.simulator import SchedulingError
 
 TEXTS = ["import re\nimport os\n\ndef ", "    def __repr__(self):\n        return", "try:\n    import",
          "with open(path) as f:\n", "self.assertEqual(", "if __name__ == '__main__':\n"]
@@ -25,11 +27,27 @@ def judge_side():
 
 
 def serve(student, judge_side, policy, **kwargs):
+    """Serve the prompts with the student's policy and run_batch, the loop run here: the
+    policy's decisions recorded in the worker and replayed here, each step's batch sent to
+    the worker's run_batch. Tokens, preemptions and chunks are then the ones this process
+    saw, not what a patched llmopt.serving in the worker might report."""
     prompts, alone = judge_side
+    log = student.library("llmopt.replay:record_served")(prompts, LENGTHS, getattr(student, policy), **kwargs)
     engine = student.library("llmopt.engine:Engine").from_model(
         student.library("llmopt.models:load_model")("course-lm"))
-    served = student.library("llmopt.serving:serve_on_engine")(
-        engine, prompts, LENGTHS, getattr(student, policy), student.run_batch, **kwargs)
+    run_batch_on, run_batch = student.library("llmopt.replay:run_batch_on"), student.run_batch.value()
+
+    def step(_, batch):
+        tokens = run_batch_on(engine, run_batch, batch_items(batch))
+        if not (isinstance(tokens, dict) and all(type(k) is int and type(v) is int for k, v in tokens.items())):
+            raise AssertionError(f"run_batch must return {{request_id: token}} with int tokens, got "
+                                 f"{type(tokens).__name__}")
+        return tokens
+
+    try:
+        served = replay_served(prompts, LENGTHS, log, step, **kwargs)
+    except SchedulingError as stopped:
+        raise AssertionError(f"serving stopped: {stopped}") from None
     return served, alone
 
 
