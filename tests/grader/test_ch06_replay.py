@@ -14,6 +14,11 @@ cost model or results. So the suites take only the policy's decisions from there
 - a submission that patches llmopt in its own process gets no better verdict than its
   honest decisions deserve, while the same patch would have fooled a verdict computed in
   that process (so the forgery tested here is a real one).
+
+The real-engine suite runs the serving loop in the judge the same way (the policy's
+decisions replayed, each step's batch sent to the student's run_batch): the last tests
+prove that loop serves what `serve_on_engine` serves, and that patching llmopt.serving in
+the worker no longer passes a wrong run_batch.
 """
 
 import copy
@@ -30,7 +35,9 @@ import pytest
 from course_config import ROOT, THRESHOLDS
 from grader.notebook import student_cells
 from llmopt.metrics import summarize
-from llmopt.replay import MAX_LOG_CHARS, DecisionLogError, record, replay
+from llmopt.replay import (MAX_LOG_CHARS, DecisionLogError, batch_items, record, record_served, replay,
+                           replay_served, run_batch_on)
+from llmopt.serving import serve_on_engine
 from llmopt.simulator import OutOfKVBlocks, SchedulingError, simulate, simulate_disaggregated
 from llmopt.workload import make_trace
 
@@ -322,3 +329,65 @@ def test_a_forging_submission_through_the_grader_scores_nothing():
     result = run_suites(student_cells(forged), [suite], chapter=CHAPTER)[suite]
     assert result.tests and result.earned == 0, [(t.name, t.status) for t in result.tests]
     assert all("do not replay" in t.message for t in result.tests), [t.message for t in result.tests]
+
+
+# -- the real engine's serving loop, run in the judge ---------------------------------------
+
+def toy_run_batch(engine, batch):
+    """A stand-in model: each next token is a function of the whole prefix."""
+    return {seq.request_id: sum(i * t for i, t in enumerate(seq.token_ids)) % 997
+            for seq, n in batch.scheduled if seq.num_computed_tokens + n == seq.num_tokens}
+
+
+SERVED = {  # as test_real_engine serves them
+    "preempting": ("ContinuousBatchingScheduler", dict(arrival_steps=[0, 0, 0, 1, 3, 5], num_blocks=10, block_size=4,
+                                                       max_num_seqs=4)),
+    "chunked": ("ChunkedPrefillScheduler", dict(num_blocks=64, block_size=4, max_num_seqs=4, max_num_batched_tokens=8)),
+}
+PROMPTS = [[(7 * i + 3 * j) % 50 for j in range(n)] for i, n in enumerate([12, 8, 15, 10, 6, 13])]
+LENGTHS = [9, 5, 11, 7, 3, 8]
+
+
+@pytest.mark.parametrize("case", SERVED)
+def test_the_judges_serving_loop_serves_what_serve_on_engine_serves(reference, case):
+    """Decisions recorded without a model, replayed with each step's batch rebuilt from
+    data (`batch_items` -> `run_batch_on`): same tokens, same steps, same preemptions."""
+    name, setup = SERVED[case]
+    policy = getattr(reference, name)
+    direct = serve_on_engine(None, PROMPTS, LENGTHS, policy, toy_run_batch, **setup)
+    log = record_served(PROMPTS, LENGTHS, policy, **setup)
+    served = replay_served(PROMPTS, LENGTHS, log, lambda _, b: run_batch_on(None, toy_run_batch, batch_items(b)),
+                           **setup)
+    assert served["tokens"] == direct["tokens"] and served["preemptions"] == direct["preemptions"]
+    assert [{**s, "seconds": 0} for s in served["steps"]] == [{**s, "seconds": 0} for s in direct["steps"]]
+    if case == "preempting":
+        assert sum(served["preemptions"].values()) > 0
+
+
+def test_a_serving_log_that_breaks_the_budget_stops_the_loop(reference):
+    name, setup = SERVED["chunked"]
+    log = record_served(PROMPTS, LENGTHS, getattr(reference, name), **setup)
+    with pytest.raises(SchedulingError, match="token budget"):
+        replay_served(PROMPTS, LENGTHS, log, toy_run_batch, **{**setup, "max_num_batched_tokens": 4})
+
+
+def test_patching_the_serving_loop_in_the_worker_no_longer_passes_a_wrong_run_batch():
+    """End to end: run_batch padded on the wrong side, and llmopt.serving.serve_on_engine
+    replaced in the worker by one that returns each request generated alone (what the
+    judge compares with). Before the loop ran in the judge this scored 6 of 6."""
+    from grader.demo import with_code
+    from grader.judge import run_suites
+
+    patch = textwrap.dedent('''
+        import llmopt.serving
+        def _serve(engine, prompts, output_lens, scheduler_cls, run_batch, **kwargs):
+            tokens = {i: llmopt.serving.generate_alone(engine, p, n)[0]
+                      for i, (p, n) in enumerate(zip(prompts, output_lens))}
+            return {"tokens": tokens, "steps": [], "preemptions": {i: 1 for i in tokens}}
+        llmopt.serving.serve_on_engine = _serve
+    ''')
+    nb = nbformat.read(ROOT / "source" / CHAPTER / f"{CHAPTER}.ipynb", as_version=4)
+    forged = with_code(nb, (CONTROLS / "right_padded_batch.py").read_text() + patch)
+    suite = f"{CHAPTER}/real_engine"
+    result = run_suites(student_cells(forged), [suite], chapter=CHAPTER)[suite]
+    assert result.tests and result.earned == 0, [(t.name, t.status, t.message) for t in result.tests]
