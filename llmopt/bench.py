@@ -2,6 +2,8 @@
 
     timing = measure(fn)                      # warm-up, sync, repeats until stable
     result = compare(baseline, candidate)     # paired, interleaved; median speed-up
+    a, b = interleave(measure_a, measure_b)   # measurements taken in alternating rounds
+    ratio = paired_ratio(a, b)                # median over rounds of the per-round ratio
     python -m llmopt.bench                    # this device's fingerprint and ceilings
     python -m llmopt.bench --decode           # + greedy decoding: engine vs transformers
 
@@ -12,7 +14,12 @@ Rules it keeps, because each one is a classic timing bug when broken:
 - Statistics are medians, with the interquartile range as the spread: one preempted
   repeat must not move the answer.
 - Two functions are compared in pairs, interleaved A B B A, and the answer is the median
-  of the per-pair ratios: slow drifts (thermal, another process) hit both alike.
+  of the per-pair ratios: slow drifts (thermal, another process) hit both alike. So are
+  two measurements (a forward pass and the ceilings that predict it): never a ceiling
+  calibrated at one moment against a time taken at another. On a shared machine, on one
+  thread: a two-thread ceiling assumes two free cores, and under load a parallel kernel
+  waits for its slower thread at every barrier, so it falls far more than code that
+  barely runs in parallel (tests/llmopt/test_simulator.py measured 5x against 1.2x).
 - Speed is reported as a fraction of the device's calibrated ceilings where a byte or
   FLOP count is known, never as an absolute threshold.
 """
@@ -24,7 +31,7 @@ import os
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 # Idle OpenMP threads sleep rather than spin (effective only if torch is not loaded yet,
 # as under `python -m llmopt.bench`). Spinning threads on a shared 2-core machine steal
@@ -186,6 +193,56 @@ def compare(baseline: Callable[[], object], candidate: Callable[[], object], *,
     q1, median, q3 = _quartiles(ratios)
     return Comparison(median, (q3 - q1) / median, tuple(ratios), timing(baseline_s),
                       timing(candidate_s))
+
+
+def interleave(*measurements: Callable[[], float],
+               rounds: int = 5) -> tuple[tuple[float, ...], ...]:
+    """Each measurement's results over `rounds` rounds: every round calls all of them back
+    to back, in the given order in even rounds and in reverse in odd ones.
+
+    `compare` times two functions; this interleaves *measurements*, callables that each
+    measure something and return a number (a time, a calibrated ceiling). On a shared
+    machine the speed changes from one second to the next: a ceiling calibrated at one
+    moment and a time taken at another can be 2-3x apart in either direction. Within a
+    round all of them see the same load, and alternating the order cancels a drift
+    within the round. Combine the rounds with `paired_ratio`.
+    """
+    if rounds < 1:
+        raise ValueError(f"need rounds >= 1, got {rounds}")
+    results: list[list[float]] = [[] for _ in measurements]
+    order = list(range(len(measurements)))
+    for round_ in range(rounds):
+        for index in (order if round_ % 2 == 0 else order[::-1]):
+            results[index].append(measurements[index]())
+    return tuple(tuple(values) for values in results)
+
+
+@dataclass(frozen=True)
+class PairedRatio:
+    """The median over rounds of a ratio of two quantities measured in the same round."""
+    median: float
+    spread: float  # interquartile range of the per-round ratios / their median
+    ratios: tuple[float, ...]  # per round, in order
+    numerators: tuple[float, ...]
+    denominators: tuple[float, ...]
+
+    def __str__(self) -> str:
+        return (f"{self.median:.2f} (median of {len(self.ratios)} interleaved rounds, IQR "
+                f"{self.spread:.0%} of it; per round "
+                f"{', '.join(f'{r:.2f}' for r in self.ratios)})")
+
+
+def paired_ratio(numerators: Sequence[float], denominators: Sequence[float]) -> PairedRatio:
+    """Median of numerators[i] / denominators[i]: each ratio within one round of
+    `interleave`, never across rounds, so both sides of it saw the same load; the median
+    ignores a round that straddled a change of load."""
+    if len(numerators) != len(denominators) or not numerators:
+        raise ValueError(f"need as many numerators as denominators, at least one; got "
+                         f"{len(numerators)} and {len(denominators)}")
+    ratios = [n / d for n, d in zip(numerators, denominators)]
+    q1, median, q3 = _quartiles(ratios)
+    return PairedRatio(median, (q3 - q1) / median, tuple(ratios), tuple(numerators),
+                       tuple(denominators))
 
 
 # ---------------------------------------------------------------------------------------

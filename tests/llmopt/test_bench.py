@@ -11,7 +11,7 @@ import torch
 
 matplotlib.use("Agg")
 
-from llmopt.bench import compare, measure  # noqa: E402
+from llmopt.bench import compare, interleave, measure, paired_ratio  # noqa: E402
 from llmopt.device import calibrate, fingerprint  # noqa: E402
 from llmopt.plots import COURSE_STYLE, RooflinePoint, roofline, use_course_style  # noqa: E402
 
@@ -71,6 +71,31 @@ def test_measure_stops_at_the_budget_when_never_stable():
                      min_repeats=5, budget_s=0.2, target_spread=0.01)
     assert not timing.stable
     assert 5 <= len(timing.samples) <= 60
+
+
+def test_interleaved_measurements_pair_within_a_round():
+    """A machine that turns 4x slower halfway: ratios taken within a round are all 3, and
+    the round that straddles the change cannot move the median."""
+    calls, speed = [], iter([1.0] * 5 + [4.0] * 100)
+
+    def slow():
+        calls.append("slow")
+        return 3 * next(speed)
+
+    def fast():
+        calls.append("fast")
+        return next(speed)
+
+    slows, fasts = interleave(slow, fast, rounds=5)
+    assert calls[:4] == ["slow", "fast", "fast", "slow"]  # order reversed every other round
+    assert len(slows) == len(fasts) == 5
+    result = paired_ratio(slows, fasts)
+    assert result.median == 3.0 and result.ratios.count(3.0) == 4
+    assert "median of 5 interleaved rounds" in str(result)
+    across = sorted(slows)[2] / sorted(fasts)[2]  # medians taken apart, unpaired
+    assert abs(across - 3.0) > 1, "the unpaired ratio is what pairing protects against"
+    with pytest.raises(ValueError):
+        paired_ratio([1.0], [1.0, 2.0])
 
 
 def test_results_as_fractions_of_the_calibrated_ceilings():
