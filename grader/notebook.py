@@ -1,7 +1,7 @@
 """What the grader reads from a notebook and what it writes back into it.
 
-The student's code is the notebook's read-only setup cells (as nbgrader restored them)
-and its solution cells, in order; demo cells (plots, measurements) and test cells are
+The student's code is the instructors' read-only setup cells and the submission's
+solution cells, in the source notebook's order (`student_cells(nb, source)`); demo cells (plots, measurements) and test cells are
 left out, so a slow plot or a failing visible check never stands in the way of grading.
 """
 
