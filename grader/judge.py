@@ -190,22 +190,23 @@ def _worker_pool(pytestconfig: pytest.Config):
 def student(request: pytest.FixtureRequest, _worker_pool: WorkerPool):
     """The student's code, loaded in a fresh worker; the test's clock starts now."""
     config = request.config
-    ch = course_config.chapter(config.getoption("chapter"))
-    marker = request.node.get_closest_marker("timeout")
-    limit = float(marker.args[0]) if marker else ch.test_timeout_s
     fresh = request.node.get_closest_marker("fresh_worker") is not None
     cells = json.loads(Path(config.getoption("student_source")).read_text())
     yield _worker_pool.student(str(request.node.fspath), fresh, cells,
-                               config.getoption("student_filename"), limit)
+                               config.getoption("student_filename"), _time_limit(request))
 
 
 @pytest.fixture
 def baseline(request: pytest.FixtureRequest, _worker_pool: WorkerPool):
     """A worker that never runs student code: what a test compares the student with
     (library baselines, device calibration) is computed there."""
-    ch = course_config.chapter(request.config.getoption("chapter"))
+    yield _worker_pool.baseline(_time_limit(request))
+
+
+def _time_limit(request: pytest.FixtureRequest) -> float:
+    """The test's wall time: its `timeout` marker, else the chapter's default."""
     marker = request.node.get_closest_marker("timeout")
-    yield _worker_pool.baseline(float(marker.args[0]) if marker else ch.test_timeout_s)
+    return float(marker.args[0]) if marker else course_config.chapter(request.config.getoption("chapter")).test_timeout_s
 
 
 @pytest.fixture(scope="session")
