@@ -3,8 +3,8 @@
   python -m grader check NOTEBOOK            grade one notebook, no course directory needed
   python -m grader autograde CHAPTER [--student ID] [--jobs N] [--course-dir DIR]
   python -m grader report [--course-dir DIR] [--csv FILE]
-  python -m grader build                     notebooks from their twins, then release/
-  python -m grader solutions                 executed reference notebooks in solutions/
+  python -m grader build [CHAPTER ...]       notebooks from their twins, then release/
+  python -m grader solutions [CHAPTER ...]   executed reference notebooks in solutions/
   python -m grader demo [--course-dir DIR]   grade the demo class and print its table
 """
 
@@ -81,12 +81,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _chapters(keys: list[str]) -> tuple[course_config.Chapter, ...]:
+    """The chapters named on the command line (slug, short name or number); none: all."""
+    return tuple(course_config.chapter(k) for k in keys) or course_config.ACTIVE_CHAPTERS
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from grader.course import build_notebooks, release
 
-    for path in build_notebooks():
+    chapters = _chapters(args.chapters)
+    for path in build_notebooks(chapters):
         print(f"built {path.relative_to(course_config.ROOT)}")
-    release()
+    release(chapters=chapters)
     print("release/ regenerated")
     return 0
 
@@ -94,7 +100,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_solutions(args: argparse.Namespace) -> int:
     from grader.course import solutions
 
-    solutions()
+    solutions(chapters=_chapters(args.chapters))
     print("solutions/ regenerated")
     return 0
 
@@ -127,8 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--course-dir", default=str(course_config.ROOT))
     p.add_argument("--csv")
     p.set_defaults(run=cmd_report)
-    sub.add_parser("build", help="notebooks from twins, then release/").set_defaults(run=cmd_build)
-    sub.add_parser("solutions", help="executed solutions/").set_defaults(run=cmd_solutions)
+    for name, run, text in (("build", cmd_build, "notebooks from twins, then release/"),
+                            ("solutions", cmd_solutions, "executed solutions/")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("chapters", nargs="*", help="only these chapters (default: all)")
+        p.set_defaults(run=run)
     p = sub.add_parser("demo", help="grade the demo class in a scratch course directory")
     p.add_argument("--course-dir", default=str(course_config.ROOT / "build" / "demo_course"))
     p.set_defaults(run=cmd_demo)

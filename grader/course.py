@@ -43,10 +43,10 @@ def notebook_from_twin(chapter: course_config.Chapter, notebook: str) -> nbforma
     return nb
 
 
-def build_notebooks() -> list[Path]:
+def build_notebooks(chapters=course_config.ACTIVE_CHAPTERS) -> list[Path]:
     """Write source/<chapter>/<notebook>.ipynb from each text twin."""
     written = []
-    for ch in course_config.ACTIVE_CHAPTERS:
+    for ch in chapters:
         for name in ch.notebooks:
             path = ROOT / "source" / ch.slug / f"{name}.ipynb"
             nbformat.write(notebook_from_twin(ch, name), path)
@@ -83,13 +83,13 @@ def release(course_dir: Path = ROOT, chapters=course_config.ACTIVE_CHAPTERS) -> 
             _normalize(path)
 
 
-def solutions(only_stale: bool = False) -> list[str]:
+def solutions(only_stale: bool = False, chapters=course_config.ACTIVE_CHAPTERS) -> list[str]:
     """Executed reference notebooks, hidden tests removed: solutions/<chapter>/. Every
     chapter is rebuilt (`make solutions`), or with `only_stale` only those whose committed
     solutions are not what their source notebooks give (`make course`: on a fresh clone it
     changes no file). Returns the chapters rebuilt."""
     rebuilt = []
-    for ch in course_config.ACTIVE_CHAPTERS:
+    for ch in chapters:
         if only_stale and not stale_solutions(ch):
             continue
         nbgrader("generate_solution", ch.slug, "--force")

@@ -18,6 +18,7 @@ _PUBLIC = {
     "model_path": "llmopt.models", "ModelNotFoundError": "llmopt.models",
     "Engine": "llmopt.engine", "LlamaWeights": "llmopt.engine", "KVCache": "llmopt.engine",
     "KVView": "llmopt.engine", "Attention": "llmopt.engine",
+    "PagedAttentionCache": "llmopt.engine",
     "causal_attention": "llmopt.engine",
     "calibrate": "llmopt.device", "fingerprint": "llmopt.device",
     "Calibration": "llmopt.device",

@@ -43,7 +43,15 @@ class KVView(NamedTuple):
 
 
 class KVCache(Protocol):
-    """Past keys and values, per layer. Chapter 5 implements contiguous and paged ones."""
+    """Past keys and values, per layer. Chapter 5 implements contiguous and paged ones.
+
+    A cache may also attend by itself: if it has a method
+    `attend(layer, query, keys, values, positions) -> Tensor` (`PagedAttentionCache`), the
+    engine hands it the new tokens' query, keys and values and takes attention's output
+    from it instead of calling `update` and then `Engine.attention`. A paged cache uses
+    this to write through its slot mapping and read through paged attention, never
+    building a dense copy of the past.
+    """
 
     def update(self, layer: int, keys: Tensor, values: Tensor, positions: Tensor) -> KVView:
         """Store the new tokens' keys and values and return all that attention may see.
@@ -51,6 +59,19 @@ class KVCache(Protocol):
         keys, values: (B, n_kv_heads, T_new, head_dim), already rotated by RoPE.
         positions: (B, T_new), NO_TOKEN for padding.
         Returns the layer's stored keys, values and positions *including* the new ones.
+        """
+        ...
+
+
+class PagedAttentionCache(Protocol):
+    def attend(self, layer: int, query: Tensor, keys: Tensor, values: Tensor,
+               positions: Tensor) -> Tensor:
+        """Store the new tokens' keys and values, then attend to everything stored.
+
+        query: (B, n_heads, T_new, head_dim); keys, values: (B, n_kv_heads, T_new,
+        head_dim), already rotated; positions: (B, T_new), NO_TOKEN for padding.
+        Returns (B, n_heads, T_new, head_dim), as `Attention` does, under the same
+        visibility rule.
         """
         ...
 
@@ -226,12 +247,16 @@ class Engine:
         query = apply_rope(query.transpose(1, 2), cos, sin)  # (B, H, T, hd)
         keys = apply_rope(keys.transpose(1, 2), cos, sin)  # (B, H_kv, T, hd)
         values = values.transpose(1, 2)  # (B, H_kv, T, hd)
-        if kv_cache is None:  # no cache: these T tokens are all there is to attend to
-            visible = KVView(keys, values, positions)
+        attend = getattr(kv_cache, "attend", None)
+        if attend is not None:  # the cache attends by itself (a paged cache)
+            out = attend(layer_index, query, keys, values, positions)  # (B, H, T, hd)
         else:
-            visible = kv_cache.update(layer_index, keys, values, positions)
-        out = self.attention(query, visible.keys, visible.values, positions,
-                             visible.positions)  # (B, H, T, hd)
+            if kv_cache is None:  # no cache: these T tokens are all there is to attend to
+                visible = KVView(keys, values, positions)
+            else:
+                visible = kv_cache.update(layer_index, keys, values, positions)
+            out = self.attention(query, visible.keys, visible.values, positions,
+                                 visible.positions)  # (B, H, T, hd)
         return F.linear(out.transpose(1, 2).reshape(B, T, w.n_heads * w.head_dim),
                         layer.o_proj)  # (B, T, D)
 
