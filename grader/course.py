@@ -22,6 +22,7 @@ from traitlets.utils.importstring import import_item
 
 import course_config
 from course_config import ROOT
+from grader.references import cited_keys, references_cell_source
 
 
 def twin_path(chapter: course_config.Chapter, notebook: str) -> Path:
@@ -34,6 +35,12 @@ def notebook_from_twin(chapter: course_config.Chapter, notebook: str) -> nbforma
     nb.metadata["llmcourse"] = {"chapter": chapter.slug}
     nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
     nb.metadata["language_info"] = {"name": "python"}
+    # The chapter ends with the REFERENCES.md entries it cites as [@key] (an unknown key stops
+    # the build, naming the key and the file).
+    twin = twin_path(chapter, notebook)
+    keys = cited_keys("\n".join(cell.source for cell in nb.cells))
+    nb.cells.append(nbformat.v4.new_markdown_cell(
+        references_cell_source(keys, str(twin.relative_to(ROOT)))))
     for index, cell in enumerate(nb.cells):
         grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
         cell["id"] = grade_id or f"{chapter.short}-{index:03d}"
