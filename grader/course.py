@@ -35,7 +35,7 @@ def notebook_from_twin(chapter: course_config.Chapter, notebook: str) -> nbforma
     nb.metadata["llmcourse"] = {"chapter": chapter.slug}
     nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
     nb.metadata["language_info"] = {"name": "python"}
-    # The chapter ends with the REFERENCES.md entries it cites as [@key] (an unknown key stops
+    # The chapter ends with the REFERENCES.md entries it cites as `[@key]` (an unknown key stops
     # the build, naming the key and the file).
     twin = twin_path(chapter, notebook)
     keys = cited_keys("\n".join(cell.source for cell in nb.cells))

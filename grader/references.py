@@ -21,8 +21,10 @@ REFERENCES_HEADING = "## References · 参考文献"
 _ENTRY = re.compile(r"^### `([^`]+)`\s*$", re.MULTILINE)
 _FIELD = re.compile(r"^- \*\*([^*:]+):\*\*\s*(.*)$")
 KEY_PATTERN = r"[a-z0-9][a-z0-9-]*[a-z0-9]"
-# A pandoc citation group: square brackets holding one or more @keys ("[@a]", "[@a; @b]",
-# "[see @a, sec. 2]"). The key may not follow a word character or a dot (an e-mail address).
+# A pandoc citation group: square brackets holding one or more @keys (`[@a]`, `[@a; @b]`,
+# `[see @a, sec. 2]`). The key may not follow a word character or a dot (an e-mail address).
+# Inside an inline code span a citation is an example, not a citation.
+_CODE_SPAN = re.compile(r"`[^`\n]*`")
 _GROUP = re.compile(r"\[([^\[\]\n]*?(?<![\w.])@[^\[\]\n]*)\]")
 _KEY_IN_GROUP = re.compile(r"(?<![\w.])@([A-Za-z0-9][\w-]*[A-Za-z0-9]|[A-Za-z0-9])")
 
@@ -79,9 +81,9 @@ def load_references(path: Path = REFERENCES_PATH) -> dict[str, Reference]:
 
 
 def cited_keys(text: str) -> list[str]:
-    """The `[@key]` citations in `text`, in order of first appearance, each once."""
+    """The citations in `text`, in order of first appearance, each once (code spans skipped)."""
     keys: list[str] = []
-    for group in _GROUP.finditer(text):
+    for group in _GROUP.finditer(_CODE_SPAN.sub("", text)):
         for key in _KEY_IN_GROUP.findall(group.group(1)):
             if key not in keys:
                 keys.append(key)
