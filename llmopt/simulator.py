@@ -8,13 +8,19 @@ The pieces, in the order a request meets them:
   when a step brings the two level, the model emits the next output token. A prefill is
   a step over many tokens, a decode a step over one, a prefill chunk a step that stops
   short; preemption by recompute sets `num_computed_tokens` back to 0.
-- `KVBlockPool`: the KV-cache memory, in blocks of `block_size` tokens. Allocation past
-  the pool raises `OutOfKVBlocks`, as a GPU runs out of memory.
+- `KVBlockPool`: the KV-cache memory, in blocks of `block_size` tokens, with block
+  tables and a prefix cache (full prompt blocks shared by name, freed ones kept until
+  their memory is needed). Allocation past the pool raises `OutOfKVBlocks`, as a GPU
+  runs out of memory.
 - `Scheduler`: the policy, the class students write. Each step it returns a `Batch`:
   which sequences run how many tokens, and which are preempted.
 - `CostModel`: how long a step takes on a `HardwareProfile`, by the roofline: the larger
   of FLOPs / peak FLOP/s (prefill is compute-bound) and bytes / peak bandwidth (decode
-  reads every weight once per step whatever the batch: bandwidth-bound).
+  reads every weight once per step whatever the batch: bandwidth-bound). The roofline
+  is a bound no kernel reaches; an `Efficiency` (measured time / roofline time, per
+  device, from VALIDATION.md) turns it into a prediction.
+- `Link`: how KV travels from a prefill GPU to a decode GPU: one-way bandwidth, a
+  latency per transfer, and one transfer at a time per sending GPU (they queue).
 - `simulate` (one colocated instance or several) and `simulate_disaggregated` (prefill
   and decode pools with a KV transfer between them) run the event loop and return a
   `SimulationResult`: per-request times and per-step records.
@@ -53,12 +59,77 @@ class HardwareProfile:
     step_overhead_s: float = 0.0  # fixed cost per step (kernel launches, scheduling)
 
 
-# Datasheet numbers, as collected in the course's perf-anchors reference (section 1a):
-# H100 SXM5: 3.35 TB/s HBM3, 989.4 TFLOPS dense BF16, 80 GB. H200: 4.8 TB/s HBM3e, 141 GB,
-# the same GH100 compute (989.4 TFLOPS dense BF16). Peaks, not what kernels reach.
+# Datasheet numbers: H100 SXM5: 3.35 TB/s HBM3, 989.4 TFLOPS dense BF16, 80 GB
+# [@nvidia-h100-datasheet]. H200: 4.8 TB/s HBM3e, 141 GB, the same GH100 compute
+# [@nvidia-h200-datasheet]. Peaks, not what kernels reach (see `Efficiency`).
 H100_SXM = HardwareProfile("H100 SXM", 989.4e12, 3.35e12, 80e9)
 H200 = HardwareProfile("H200", 989.4e12, 4.8e12, 141e9)
-NVLINK_BYTES_PER_S = 900e9  # H100 SXM5 NVLink, perf-anchors section 1a
+
+
+@dataclass(frozen=True)
+class Link:
+    """The path a KV cache takes from a prefill GPU to a decode GPU.
+
+    `bytes_per_s` is ONE direction: a transfer moves data one way. `latency_s` is paid
+    once per transfer (set-up, first byte). Each prefill GPU sends over one such link,
+    one transfer at a time in the order they start (FIFO): a second transfer waits for
+    the first, which is what sharing a link costs."""
+    name: str
+    bytes_per_s: float
+    latency_s: float = 0.0
+
+    def wire_time(self, num_bytes: float) -> float:
+        return num_bytes / self.bytes_per_s
+
+
+# NVLink 4 (H100/H200 SXM): 900 GB/s is both directions together; one direction, the one
+# a KV transfer uses, is 450 GB/s [@nvidia-nvlink]. A 400 Gb/s RDMA NIC moves 400e9 / 8 =
+# 50 GB/s one way [@nvidia-connectx7]. The latencies are assumptions (order of magnitude
+# of a GPU-to-GPU copy and an RDMA write set-up); change them and watch what moves.
+NVLINK_BYTES_PER_S = 450e9
+RDMA_400G_BYTES_PER_S = 50e9
+NVLINK4 = Link("NVLink 4 (450 GB/s one way)", NVLINK_BYTES_PER_S, latency_s=10e-6)
+RDMA_400G = Link("400 Gb/s RDMA NIC (50 GB/s)", RDMA_400G_BYTES_PER_S, latency_s=30e-6)
+
+
+@dataclass(frozen=True)
+class Efficiency:
+    """How far a real step is from the roofline: measured time / roofline time (>= 1).
+
+    Two curves, each a list of (x, factor) points interpolated linearly in log x and held
+    flat beyond the ends: `decode` by batch size, for steps that only decode; `prefill`
+    by the step's tokens, for steps with any prefill (a chunked step is a prefill step)."""
+    name: str
+    decode: tuple[tuple[int, float], ...]
+    prefill: tuple[tuple[int, float], ...]
+    source: str = ""
+
+    @staticmethod
+    def _interpolate(points, x: float) -> float:
+        points = sorted(points)
+        if x <= points[0][0]:
+            return points[0][1]
+        for (x0, f0), (x1, f1) in zip(points, points[1:]):
+            if x <= x1:
+                w = (math.log(x) - math.log(x0)) / (math.log(x1) - math.log(x0))
+                return f0 + w * (f1 - f0)
+        return points[-1][1]
+
+    def factor(self, work: list[tuple[int, int]]) -> float:
+        if all(n == 1 for n, _ in work):
+            return self._interpolate(self.decode, len(work))
+        return self._interpolate(self.prefill, sum(n for n, _ in work))
+
+
+# Measured on an H200 (2026-11-26, torch 2.11, bf16): Llama-3.1-8B-shaped decoder layers
+# timed and scaled to 32 layers + LM head, against `CostModel(H200, LLAMA3_8B)`; decode at
+# context 1,024. The table, card and method are in VALIDATION.md ("Simulator vs a
+# measured GPU step"). Eager PyTorch pays a kernel launch per op; CUDA graphs remove most
+# of it, which is why small decode batches gain most.
+H200_EAGER = Efficiency("H200, eager PyTorch", decode=((1, 5.1), (16, 4.6), (64, 3.2), (256, 1.9)),
+                        prefill=((512, 2.2), (2048, 1.8), (8192, 1.8)), source="VALIDATION.md")
+H200_CUDA_GRAPHS = Efficiency("H200, CUDA graphs", decode=((1, 2.2), (16, 2.3), (64, 2.1), (256, 1.8)),
+                              prefill=((512, 2.2), (2048, 1.8), (8192, 1.8)), source="VALIDATION.md")
 
 
 def cpu_profile(calibration=None) -> HardwareProfile:
@@ -100,35 +171,50 @@ class ModelProfile:
                    2 * layers * kv_width * bytes_per_param, layers, q_width)
 
 
-# Llama-3.1-8B in BF16: 15.0 GB of weights read per token (perf-anchors section 6) and
-# 128 KiB of KV per token (32 layers x 8 KV heads x 128 dims x K,V x 2 bytes; section 6).
+# Llama-3.1-8B in BF16: 15.0 GB of weights read per token and 128 KiB of KV per token
+# (32 layers x 8 KV heads x 128 dims x K,V x 2 bytes: grouped-query attention) [@meta2024-llama3].
 LLAMA3_8B = ModelProfile("Llama-3.1-8B BF16", weight_bytes=15.0e9, flops_per_token=15.0e9,
                          kv_bytes_per_token=131072, n_layers=32, attention_width=4096)
+# Llama-2-7B in BF16, a model of similar size with multi-head attention (32 KV heads, one per
+# query head) [@touvron2023-llama2]: linear layers 32 x (4 x 4096^2 + 3 x 4096 x 11008) +
+# LM head 4096 x 32000 = 6.61e9 parameters; KV per token 32 x 32 x 128 x 2 x 2 bytes =
+# 512 KiB, 4x Llama-3.1-8B's (32 KV heads instead of 8).
+LLAMA2_7B = ModelProfile("Llama-2-7B BF16 (MHA)", weight_bytes=13.2e9, flops_per_token=13.2e9,
+                         kv_bytes_per_token=524288, n_layers=32, attention_width=4096)
 
 
 @dataclass(frozen=True)
 class CostModel:
     hardware: HardwareProfile = H100_SXM
     model: ModelProfile = LLAMA3_8B
+    efficiency: Efficiency | None = None  # None: the pure roofline (a lower bound)
 
-    def step_time(self, work: list[tuple[int, int]]) -> float:
-        """Seconds for one step running `work` = [(new_tokens, cached_context), ...].
-
-        Roofline: max(FLOPs / peak, bytes / bandwidth) + the fixed overhead. Bytes are the
-        weights once (shared by the whole batch), every item's cached KV read once and its
-        new KV written once.
-        """
+    def roofline_time(self, work: list[tuple[int, int]]) -> float:
+        """The roofline bound of one step running `work` = [(new_tokens, cached_context), ...]:
+        max(FLOPs / peak, bytes / bandwidth). Bytes are the weights once (shared by the
+        whole batch), every item's cached KV read once and its new KV written once."""
         if not work:
             return 0.0
         m = self.model
         tokens = sum(n for n, _ in work)
         flops = m.flops_per_token * tokens + sum(m.attention_flops(n, c) for n, c in work)
         moved = m.weight_bytes + m.kv_bytes_per_token * sum(n + c for n, c in work)
-        return max(flops / self.hardware.flops_per_s, moved / self.hardware.bytes_per_s) \
-            + self.hardware.step_overhead_s
+        return max(flops / self.hardware.flops_per_s, moved / self.hardware.bytes_per_s)
+
+    def step_time(self, work: list[tuple[int, int]]) -> float:
+        """Seconds for one step: the roofline, times the measured efficiency factor if
+        this cost model has one, plus the fixed per-step overhead."""
+        if not work:
+            return 0.0
+        factor = self.efficiency.factor(work) if self.efficiency is not None else 1.0
+        return self.roofline_time(work) * factor + self.hardware.step_overhead_s
+
+    def kv_bytes(self, tokens: int) -> float:
+        return tokens * self.model.kv_bytes_per_token
 
     def kv_transfer_time(self, tokens: int, link_bytes_per_s: float) -> float:
-        return tokens * self.model.kv_bytes_per_token / link_bytes_per_s
+        """Wire time of `tokens` tokens of KV at `link_bytes_per_s` (no latency, no queue)."""
+        return self.kv_bytes(tokens) / link_bytes_per_s
 
     def kv_blocks(self, block_size: int = 16, memory_fraction: float = 0.9) -> int:
         """Blocks that fit in `memory_fraction` of device memory after the weights."""
@@ -150,22 +236,58 @@ def cpu_cost_model(model_config, calibration=None) -> CostModel:
 # ---------------------------------------------------------------------------------------
 
 class Sequence:
-    """One request in flight. Read-only to schedulers: the simulator advances it."""
+    """One request in flight. Read-only to schedulers: the simulator advances it.
 
-    def __init__(self, request: Request, token_ids: list[int] | None = None):
+    Its KV lives in the blocks of `block_table` (physical block ids of the pool that
+    holds it, in token order: token p is in slot p % block_size of block
+    block_table[p // block_size]). `num_cached_tokens` of its first tokens were found in
+    the pool's prefix cache when it got its blocks: their KV is there without being
+    computed, so a step never computes a token below it.
+
+    Prefix caching needs to name the content of a block. A sequence of the real engine
+    has its `token_ids`; a trace replayed on the simulator may carry `block_hashes`
+    instead, one id per `hash_block_size` prompt tokens (the Mooncake trace: 512-token
+    blocks), from the request itself (`request.block_hashes`) or given here. Only prompt
+    blocks are named: the output is not known where decisions are recorded (chapter 6's
+    grader records them without a model), and a name must mean the same everywhere.
+    """
+
+    def __init__(self, request: Request, token_ids: list[int] | None = None,
+                 block_hashes: list[int] | None = None, hash_block_size: int | None = None):
         self.request = request
         self.request_id = request.request_id
         self.arrival_s = request.arrival_s
         self.prompt_len = request.prompt_len
         self.output_len = request.output_len
-        self.num_computed_tokens = 0  # tokens whose KV is in this instance's cache
+        self._num_computed_tokens = 0
         self.num_generated = 0  # output tokens emitted so far
         self.num_preemptions = 0
         self.kv_ready_s = 0.0  # disaggregation: when its KV lands on the decode instance
         self.token_ids = list(token_ids) if token_ids is not None else None  # real engine only
+        if block_hashes is None:
+            block_hashes = getattr(request, "block_hashes", None)
+            hash_block_size = hash_block_size or getattr(request, "hash_block_size", None)
+        self.block_hashes = list(block_hashes) if block_hashes else None
+        self.hash_block_size = hash_block_size
+        self.block_table: list[int] = []  # set by the pool that holds its KV
+        self.num_cached_tokens = 0  # prefix-cache hit of its current blocks, in tokens
+        self.pool: KVBlockPool | None = None  # the pool holding its blocks (None: none)
+        self.num_named_blocks = 0  # leading blocks the pool has offered to its prefix cache
         self.first_token_s: float | None = None
         self.finish_s: float | None = None
         self.token_times: list[float] = []
+        self._block_keys: list[int] = []  # chained block names, filled as asked for
+
+    @property
+    def num_computed_tokens(self) -> int:
+        """Tokens whose KV is in this instance's cache."""
+        return self._num_computed_tokens
+
+    @num_computed_tokens.setter
+    def num_computed_tokens(self, value: int) -> None:
+        self._num_computed_tokens = value
+        if self.pool is not None:  # blocks this step filled become shareable
+            self.pool.cache_full_blocks(self)
 
     @property
     def num_tokens(self) -> int:
@@ -186,26 +308,87 @@ class Sequence:
     def is_finished(self) -> bool:
         return self.num_generated >= self.output_len
 
+    def compute_range(self, n: int) -> tuple[int, int]:
+        """The tokens [start, end) a step scheduled for `n` tokens really computes: it
+        advances the sequence from num_computed_tokens to num_computed_tokens + n, and
+        the prefix-cache hit below num_cached_tokens is skipped (start == end: nothing)."""
+        end = self.num_computed_tokens + n
+        return min(max(self.num_computed_tokens, self.num_cached_tokens), end), end
+
+    def block_key(self, index: int, block_size: int) -> int | None:
+        """The name of full block `index` (tokens [index * block_size, (index + 1) *
+        block_size)): a hash chained over the block's content and every block before it,
+        so equal names mean equal prefixes. None if the block is not a full prompt block
+        or the sequence carries nothing to name it by."""
+        if (index + 1) * block_size > self.prompt_len:
+            return None
+        keys = self._block_keys
+        while len(keys) <= index:
+            i, parent = len(keys), keys[-1] if keys else 0
+            if self.token_ids is not None:
+                content = tuple(self.token_ids[i * block_size:(i + 1) * block_size])
+            elif self.block_hashes is not None and self.hash_block_size:
+                if self.hash_block_size % block_size:
+                    raise ValueError(f"hash blocks of {self.hash_block_size} tokens cannot name pool "
+                                     f"blocks of {block_size}: use a divisor of {self.hash_block_size}")
+                outer, offset = divmod(i * block_size, self.hash_block_size)
+                if outer >= len(self.block_hashes):
+                    return None
+                content = (self.block_hashes[outer], offset)
+            else:
+                return None
+            keys.append(hash((parent, content)))  # ints and tuples of ints hash alike in every process
+        return keys[index]
+
     def __repr__(self) -> str:
         return (f"Sequence(id={self.request_id}, prompt={self.prompt_len}, "
                 f"generated={self.num_generated}/{self.output_len}, computed={self.num_computed_tokens})")
 
 
 class KVBlockPool:
-    """KV-cache memory counted in blocks of `block_size` tokens (chapter 5 pages them)."""
+    """KV-cache memory: `num_blocks` physical blocks of `block_size` tokens, with a prefix cache.
+
+    Each sequence holds a block table (`seq.block_table`). A block is shared by every
+    sequence whose prefix it holds and counts its holders (`ref_count`); it is free when
+    none is left. A full prompt block, once computed, is registered under its name (a
+    hash chained over the whole prefix, `Sequence.block_key`) and stays findable after it
+    is freed, until its memory is needed: free blocks are reused least recently freed
+    first, and a sequence's blocks are freed tail first, so a shared root outlives the
+    branches that hang off it. Blocks that hold nothing nameable are reused before any.
+
+    The scheduler's view is unchanged by the cache: `blocks_needed`, `can_allocate`,
+    `allocate`, `free`. When a sequence with nothing computed gets its first blocks, the
+    longest chain of its leading full blocks found in the cache comes first (never the
+    block of its last known token, whose logits the step must compute, and never more
+    blocks than asked for), and `seq.num_cached_tokens` says how many tokens it covers.
+    `hit_tokens` counts them per request (every admission; a preempted request that finds
+    its own blocks again counts them again).
+    """
 
     def __init__(self, num_blocks: int, block_size: int = 16):
         if num_blocks < 1 or block_size < 1:
             raise ValueError(f"need num_blocks >= 1 and block_size >= 1, got {num_blocks}, {block_size}")
         self.num_blocks, self.block_size = num_blocks, block_size
-        self._held: dict[int, int] = {}  # request_id -> blocks
+        self.ref_count = [0] * num_blocks
+        # Free blocks in the order they are reused: those holding nothing findable first,
+        # then the cached ones, least recently freed first (dicts keep insertion order).
+        self._free_empty: dict[int, None] = dict.fromkeys(range(num_blocks))
+        self._free_cached: dict[int, None] = {}
+        self._key_of: dict[int, int] = {}  # block -> name, for registered blocks
+        self._block_of: dict[int, int] = {}  # name -> block
+        self._tables: dict[int, list[int]] = {}  # request_id -> its block table
+        self.hit_tokens: dict[int, int] = {}  # request_id -> prefix-cache hits, in tokens
 
     @property
     def num_free(self) -> int:
-        return self.num_blocks - sum(self._held.values())
+        """Blocks no sequence holds (some still hold a cached prefix, reused last)."""
+        return len(self._free_empty) + len(self._free_cached)
 
     def blocks_held(self, seq: Sequence) -> int:
-        return self._held.get(seq.request_id, 0)
+        return len(self._tables.get(seq.request_id, ()))
+
+    def block_table(self, seq: Sequence) -> list[int]:
+        return list(self._tables.get(seq.request_id, ()))
 
     def blocks_for(self, num_tokens: int) -> int:
         """Blocks that hold `num_tokens` tokens: ceil(num_tokens / block_size)."""
@@ -219,6 +402,7 @@ class KVBlockPool:
         return num_blocks <= self.num_free
 
     def allocate(self, seq: Sequence, num_blocks: int) -> None:
+        """Give `seq` `num_blocks` more blocks: cached prefix blocks first if it has none."""
         if num_blocks < 0:
             raise ValueError(f"cannot allocate {num_blocks} blocks")
         if num_blocks > self.num_free:
@@ -226,15 +410,70 @@ class KVBlockPool:
                 f"request {seq.request_id} asked for {num_blocks} KV blocks but only {self.num_free} "
                 f"of {self.num_blocks} are free: check pool.can_allocate() before admitting or "
                 f"growing a sequence, and preempt when it says no")
-        if num_blocks:
-            self._held[seq.request_id] = self.blocks_held(seq) + num_blocks
+        if not num_blocks:
+            return
+        table = self._tables.setdefault(seq.request_id, [])
+        fresh = num_blocks
+        if not table and seq.num_computed_tokens == 0:  # its first blocks: look in the cache
+            hits = self._take_cached_prefix(seq, limit=min(num_blocks, (seq.num_tokens - 1) // self.block_size))
+            table += hits
+            fresh -= len(hits)
+            seq.num_cached_tokens = len(hits) * self.block_size
+            self.hit_tokens[seq.request_id] = self.hit_tokens.get(seq.request_id, 0) + seq.num_cached_tokens
+        table += [self._take_free() for _ in range(fresh)]
+        seq.block_table, seq.pool = table, self
+
+    def _take_cached_prefix(self, seq: Sequence, limit: int) -> list[int]:
+        found = []
+        while len(found) < limit:
+            block = self._block_of.get(seq.block_key(len(found), self.block_size))
+            if block is None:
+                break
+            if self.ref_count[block] == 0:
+                del self._free_cached[block]
+            self.ref_count[block] += 1
+            found.append(block)
+        return found
+
+    def _take_free(self) -> int:
+        free = self._free_empty or self._free_cached
+        block = next(iter(free))
+        del free[block]
+        key = self._key_of.pop(block, None)
+        if key is not None:  # evicted: its prefix is no longer cached
+            del self._block_of[key]
+        self.ref_count[block] = 1
+        return block
+
+    def cache_full_blocks(self, seq: Sequence) -> None:
+        """Register the blocks of `seq` that are full of computed prompt tokens, so later
+        sequences with the same prefix find them (runs as its steps complete)."""
+        table, size = self._tables.get(seq.request_id), self.block_size
+        if not table:
+            return
+        for index in range(seq.num_named_blocks, min(len(table), seq.num_computed_tokens // size)):
+            key = seq.block_key(index, size)
+            if key is None:  # past the prompt's full blocks: nothing more to name
+                seq.num_named_blocks = 1 << 62  # none left to name, now or later
+                return
+            block = table[index]
+            if block not in self._key_of and key not in self._block_of:  # else held already
+                self._key_of[block], self._block_of[key] = key, block
+            seq.num_named_blocks = index + 1
 
     def free(self, seq: Sequence) -> None:
-        """Return every block of `seq` to the pool."""
-        self._held.pop(seq.request_id, None)
+        """Return every block of `seq` to the pool, tail first; cached ones stay findable."""
+        table = self._tables.pop(seq.request_id, None)
+        if seq.pool is self:
+            seq.block_table, seq.pool, seq.num_cached_tokens, seq.num_named_blocks = [], None, 0, 0
+        for block in reversed(table or ()):
+            self.ref_count[block] -= 1
+            if self.ref_count[block] == 0:
+                (self._free_cached if block in self._key_of else self._free_empty)[block] = None
 
     def total_held(self) -> int:
-        return sum(self._held.values())
+        """Physical blocks in use (a block shared by several sequences counts once)."""
+        return self.num_blocks - self.num_free
 
 
 @dataclass
@@ -452,7 +691,10 @@ class Instance:
         record = StepRecord(self.index, start, end, items, [s.request_id for s in batch.preempted],
                             self.pool.total_held(), leaked)
         for seq in done:
-            self.scheduler.on_finished(seq)
+            if seq.is_finished or self.role != "prefill":
+                self.scheduler.on_finished(seq)
+            # a prefill instance keeps a handed-over sequence's blocks until its KV has
+            # landed on the decode side: the event loop calls on_finished then
         return record, done
 
 
@@ -507,12 +749,20 @@ def _limits(max_num_seqs, max_num_batched_tokens) -> Limits:
 
 
 def _run(trace, instances: list[Instance], route_decode: list[Instance] | None,
-         link_bytes_per_s: float, max_steps: int) -> SimulationResult:
+         link: Link | None, max_steps: int) -> SimulationResult:
     requests = sorted(as_requests(trace), key=lambda r: (r.arrival_s, r.request_id))
     seqs = [Sequence(r) for r in requests]
     arrivals = deque(seqs)
     front = [i for i in instances if i.role != "decode"]
-    events: list[tuple[float, int]] = []  # (time, instance): KV lands on a decode instance
+    # Disaggregation. A finished prefill is handed to a decode instance at once, with
+    # kv_ready_s = inf: its KV is sent only once that instance holds blocks for it (the
+    # decode scheduler reserves them). It then queues on its prefill GPU's link, lands
+    # wire time + latency later, and only then does the prefill GPU free its blocks.
+    handoffs: list[tuple[Sequence, Instance, Instance, float]] = []  # (seq, from, to, prefill end)
+    link_free_at = {i.index: 0.0 for i in front}
+    landings: list[tuple[float, int, int]] = []  # (time, request_id, prefill instance)
+    in_flight: dict[int, Sequence] = {}
+    by_index = {i.index: i for i in instances}
     steps: list[StepRecord] = []
     now = 0.0
     unfinished = len(seqs)
@@ -520,7 +770,25 @@ def _run(trace, instances: list[Instance], route_decode: list[Instance] | None,
     def least_loaded(pool: list[Instance]) -> Instance:
         return min(pool, key=lambda i: (i.load, i.index))
 
+    def start_transfers(decode: Instance) -> None:
+        for handoff in [h for h in handoffs if h[2] is decode]:
+            seq, source, _, ready = handoff
+            if decode.pool.blocks_held(seq) < decode.pool.blocks_for(seq.num_computed_tokens):
+                continue  # nowhere to land yet
+            handoffs.remove(handoff)
+            start = max(ready, now, link_free_at[source.index])
+            wire = link.wire_time(source.cost.kv_bytes(seq.num_computed_tokens))
+            link_free_at[source.index] = start + wire
+            seq.kv_ready_s = start + wire + link.latency_s
+            in_flight[seq.request_id] = seq
+            heapq.heappush(landings, (seq.kv_ready_s, seq.request_id, source.index))
+
     while unfinished:
+        while landings and landings[0][0] <= now:  # KV landed: the prefill GPU frees its copy
+            _, request_id, source_index = heapq.heappop(landings)
+            source = by_index[source_index]
+            source.scheduler.on_finished(in_flight.pop(request_id))
+            source.load -= 1
         while arrivals and arrivals[0].arrival_s <= now:
             seq = arrivals.popleft()
             target = least_loaded(front)
@@ -530,6 +798,8 @@ def _run(trace, instances: list[Instance], route_decode: list[Instance] | None,
             if inst.busy_until > now or not inst.scheduler.has_work():
                 continue
             batch = inst.plan(now)
+            if inst.role == "decode":
+                start_transfers(inst)
             if not batch and not batch.preempted:
                 continue  # nothing it can run now; it is asked again at the next event
             work = [(n, seq.num_computed_tokens) for seq, n in batch.scheduled]
@@ -538,16 +808,15 @@ def _run(trace, instances: list[Instance], route_decode: list[Instance] | None,
             steps.append(record)
             inst.busy_until = end
             for seq in done:
-                inst.load -= 1
                 if seq.is_finished:
+                    inst.load -= 1
                     unfinished -= 1
-                else:  # a prefill instance: ship the KV to a decode instance
+                else:  # a prefill instance: hand it to a decode instance, KV to follow
                     target = least_loaded(route_decode)
                     target.load += 1
-                    seq.kv_ready_s = end + inst.cost.kv_transfer_time(seq.num_computed_tokens,
-                                                                      link_bytes_per_s)
+                    seq.kv_ready_s = math.inf
+                    handoffs.append((seq, inst, target, end))
                     target.scheduler.add_request(seq)
-                    heapq.heappush(events, (seq.kv_ready_s, target.index))
             if len(steps) > max_steps:
                 raise SchedulingError(f"more than {max_steps} steps without finishing: requests are "
                                       f"preempted and restarted forever (livelock) or never scheduled")
@@ -555,17 +824,18 @@ def _run(trace, instances: list[Instance], route_decode: list[Instance] | None,
             break
         # The next moment something can change: a step ends, a request arrives, KV lands.
         future = [i.busy_until for i in instances if i.busy_until > now]
-        future += [t for t, _ in events if t > now]
+        future += [t for t, _, _ in landings if t > now]
+        future += [end for _, _, _, end in handoffs if end > now]
         if arrivals:
             future.append(arrivals[0].arrival_s)
         if not future:
+            waiting = f" ({len(handoffs)} finished prefills wait for KV blocks on a decode instance: " \
+                      f"reserve blocks for a handed-over sequence, its KV is sent only then)" if handoffs else ""
             raise SchedulingError(
                 f"no progress at t={now:.6f} s with {unfinished} requests unfinished: every "
                 f"scheduler returned an empty batch (a request waits for blocks that are never "
-                f"freed, or was dropped from the queues)")
+                f"freed, or was dropped from the queues){waiting}")
         now = min(future)
-        while events and events[0][0] <= now:
-            heapq.heappop(events)
     violations = [v for i in instances for v in i.violations]
     limits = instances[0].scheduler.limits
     return SimulationResult(seqs, steps, violations, instances[0].pool.num_blocks,
@@ -574,9 +844,10 @@ def _run(trace, instances: list[Instance], route_decode: list[Instance] | None,
 
 def _cost(hardware, model) -> CostModel:
     hardware = {"h100": H100_SXM, "h200": H200}.get(hardware, hardware) if isinstance(hardware, str) else hardware
-    model = {"llama3-8b": LLAMA3_8B}.get(model, model) if isinstance(model, str) else model
+    model = {"llama3-8b": LLAMA3_8B, "llama2-7b": LLAMA2_7B}.get(model, model) if isinstance(model, str) else model
     if not isinstance(hardware, HardwareProfile) or not isinstance(model, ModelProfile):
-        raise ValueError("hardware must be 'h100', 'h200' or a HardwareProfile; model 'llama3-8b' or a ModelProfile")
+        raise ValueError("hardware must be 'h100', 'h200' or a HardwareProfile; model 'llama3-8b', "
+                         "'llama2-7b' or a ModelProfile")
     return CostModel(hardware, model)
 
 
@@ -596,27 +867,35 @@ def simulate(trace, scheduler_cls, *, num_blocks: int = 2048, block_size: int = 
     limits = _limits(max_num_seqs, max_num_batched_tokens)
     insts = [Instance(k, scheduler_cls(KVBlockPool(num_blocks, block_size), limits), cost, "both", strict)
              for k in range(instances)]
-    return _run(trace, insts, None, math.inf, max_steps)
+    return _run(trace, insts, None, None, max_steps)
 
 
 def simulate_disaggregated(trace, decode_scheduler_cls, *, prefill_scheduler_cls=PrefillOnlyScheduler,
                            num_prefill: int = 1, num_decode: int = 1, num_blocks: int = 2048,
                            block_size: int = 16, max_num_seqs: int = 256,
-                           prefill_token_budget: int = 8192,
-                           link_bytes_per_s: float = NVLINK_BYTES_PER_S, hardware="h100",
-                           model="llama3-8b", cost: CostModel | None = None, strict: bool = True,
-                           max_steps: int = 200_000) -> SimulationResult:
-    """Prefill/decode disaggregation: `num_prefill` instances run prefills only; each
-    finished prefill emits the first token, frees its blocks there, and its KV travels
-    to the least-loaded of `num_decode` decode instances, landing `kv_transfer_time`
-    later (`seq.kv_ready_s`). The decode instance's scheduler gets the sequence at once
-    (`add_request`) and must not decode it before its KV has landed.
+                           prefill_token_budget: int = 8192, link: Link = NVLINK4,
+                           link_bytes_per_s: float | None = None, link_latency_s: float | None = None,
+                           hardware="h100", model="llama3-8b", cost: CostModel | None = None,
+                           strict: bool = True, max_steps: int = 200_000) -> SimulationResult:
+    """Prefill/decode disaggregation: `num_prefill` instances run prefills only; a finished
+    prefill emits the first token and is handed at once to the least-loaded of
+    `num_decode` decode instances (`add_request`), with `seq.kv_ready_s = inf`.
+
+    The decode scheduler reserves blocks for it (allocates them while it waits); only
+    then is its KV sent over the prefill GPU's `link` (one transfer at a time per prefill
+    GPU, FIFO), landing wire time + latency later, when `seq.kv_ready_s` is set. The
+    prefill GPU holds the sequence's blocks until it has landed. The decode scheduler
+    must not decode a sequence before its KV has landed. `link_bytes_per_s` and
+    `link_latency_s` override the link's two numbers.
     """
     cost = cost or _cost(hardware, model)
+    link = Link(link.name if link_bytes_per_s is None else f"{link_bytes_per_s / 1e9:g} GB/s link",
+                link.bytes_per_s if link_bytes_per_s is None else link_bytes_per_s,
+                link.latency_s if link_latency_s is None else link_latency_s)
     prefill_limits = _limits(max_num_seqs, prefill_token_budget)
     decode_limits = _limits(max_num_seqs, None)
     prefill = [Instance(k, prefill_scheduler_cls(KVBlockPool(num_blocks, block_size), prefill_limits),
                         cost, "prefill", strict) for k in range(num_prefill)]
     decode = [Instance(num_prefill + k, decode_scheduler_cls(KVBlockPool(num_blocks, block_size), decode_limits),
                        cost, "decode", strict) for k in range(num_decode)]
-    return _run(trace, prefill + decode, decode, link_bytes_per_s, max_steps)
+    return _run(trace, prefill + decode, decode, link, max_steps)

@@ -15,9 +15,11 @@ k-1's prompt and answer plus a new user message: the shared prefix chapter 5 cac
 
 from __future__ import annotations
 
+import json
 import math
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,8 @@ class Request:
     output_len: int  # tokens it will generate (>= 1); known to the simulator, not the policy
     session_id: int = -1  # multi-turn: the conversation it belongs to (-1: none)
     prefix_len: int = 0  # tokens of the prompt shared with the session's previous turn
+    block_hashes: tuple[int, ...] = ()  # real traces: ids of the prompt's blocks (equal id = equal prefix)
+    hash_block_size: int = 0  # tokens per hashed block (Mooncake: 512); 0 when there are none
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -35,7 +39,50 @@ class Request:
 
 def as_requests(trace) -> list[Request]:
     """Requests from Request objects or their dicts (the form that crosses process walls)."""
-    return [r if isinstance(r, Request) else Request(**r) for r in trace]
+    return [r if isinstance(r, Request) else
+            Request(**{**r, "block_hashes": tuple(r.get("block_hashes", ()))}) for r in trace]
+
+
+def at_rate(trace, rate_per_s: float) -> list[Request]:
+    """The same requests, arrivals stretched or squeezed so that they come at `rate_per_s`
+    on average (n requests over n / rate seconds); order, gaps' shape and lengths kept.
+    This is how a goodput search replays one trace at many loads."""
+    requests = as_requests(trace)
+    if rate_per_s <= 0:
+        raise ValueError(f"rate_per_s must be > 0, got {rate_per_s}")
+    first = min(r.arrival_s for r in requests)
+    span = max(r.arrival_s for r in requests) - first
+    if span <= 0:
+        return requests
+    scale = len(requests) / rate_per_s / span
+    return [replace(r, arrival_s=round((r.arrival_s - first) * scale, 9)) for r in requests]
+
+
+MOONCAKE_CONVERSATION = Path(__file__).resolve().parent.parent / "data" / "mooncake" / "conversation_trace.jsonl"
+
+
+def load_mooncake(path=MOONCAKE_CONVERSATION, *, start: int = 0, limit: int | None = None) -> list[Request]:
+    """Requests of a Mooncake trace [@qin2025-mooncake] (data/mooncake/, Apache 2.0): each
+    line's `timestamp` (ms), `input_length`, `output_length` and `hash_ids` (ids of the
+    prompt's 512-token blocks; equal ids mean an equal prefix up to that block).
+
+    `start` and `limit` take a slice of consecutive lines; arrivals are shifted so that the
+    slice starts at 0, and request ids count from 0 in file order."""
+    rows = []
+    with open(path) as f:
+        for k, line in enumerate(f):
+            if k < start:
+                continue
+            if limit is not None and len(rows) >= limit:
+                break
+            rows.append(json.loads(line))
+    if not rows:
+        raise ValueError(f"no requests in {path} from line {start}")
+    t0 = rows[0]["timestamp"]
+    return [Request(i, round((row["timestamp"] - t0) / 1000.0, 6), max(1, int(row["input_length"])),
+                    max(1, int(row["output_length"])), block_hashes=tuple(row["hash_ids"]),
+                    hash_block_size=512)
+            for i, row in enumerate(rows)]
 
 
 def lognormal_lengths(rng: random.Random, n: int, median: float, sigma: float,

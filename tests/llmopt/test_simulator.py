@@ -5,7 +5,8 @@ import math
 import pytest
 
 from llmopt.metrics import summarize
-from llmopt.simulator import (H100_SXM, H200, LLAMA3_8B, Batch, CostModel, KVBlockPool, OutOfKVBlocks,
+from llmopt.simulator import (H100_SXM, H200, H200_CUDA_GRAPHS, H200_EAGER, LLAMA2_7B, LLAMA3_8B, NVLINK4,
+                              RDMA_400G, Batch, CostModel, KVBlockPool, OutOfKVBlocks,
                               PrefillOnlyScheduler, Scheduler, SchedulingError, Sequence,
                               StaticBatchingScheduler, simulate, simulate_disaggregated)
 from llmopt.workload import Request, make_trace, multi_turn_trace
@@ -51,27 +52,129 @@ def test_static_batching_is_exact_and_repeatable():
     assert summarize(one.requests())["throughput_tok_s"] > 0
 
 
-def test_disaggregated_prefill_hands_over_after_transfer():
-    class Decode(Scheduler):
-        def schedule(self, now):
-            batch = Batch()
-            for seq in list(self.waiting):
-                if seq.kv_ready_s <= now:
-                    self.pool.allocate(seq, self.pool.blocks_needed(seq, seq.num_pending_tokens))
-                    self.waiting.remove(seq)
-                    self.running.append(seq)
-            for seq in self.running:
-                self.pool.allocate(seq, self.pool.blocks_needed(seq, seq.num_pending_tokens))
-                batch.add(seq, seq.num_pending_tokens)
-            return batch
+class _ReservingDecode(Scheduler):
+    """A minimal decode policy: reserves blocks for every handed-over sequence at once,
+    decodes those whose KV has landed."""
 
+    def schedule(self, now):
+        batch = Batch()
+        for seq in list(self.waiting):
+            need = self.pool.blocks_needed(seq, seq.num_pending_tokens)
+            if not self.pool.can_allocate(need):
+                break
+            self.pool.allocate(seq, need)
+            if seq.kv_ready_s <= now:
+                self.waiting.remove(seq)
+                self.running.append(seq)
+        for seq in self.running:
+            self.pool.allocate(seq, self.pool.blocks_needed(seq, seq.num_pending_tokens))
+            batch.add(seq, seq.num_pending_tokens)
+        return batch
+
+
+def test_disaggregated_prefill_hands_over_after_transfer():
     trace = make_trace(20, 20, seed=1, prompt_median=500, output_median=20)
-    result = simulate_disaggregated(trace, Decode, num_blocks=5000, link_bytes_per_s=1e9)
+    result = simulate_disaggregated(trace, _ReservingDecode, num_blocks=5000, link_bytes_per_s=1e9)
     for r in result.requests():
         assert r["tokens_emitted"] == r["output_len"]
         if r["first_decode_s"] is not None:
             assert r["first_decode_s"] > r["kv_ready_s"] >= r["first_token_s"]
     assert PrefillOnlyScheduler is not None
+
+
+def test_links_are_one_way_and_shared():
+    """450 GB/s one way on NVLink 4; transfers from one prefill GPU queue on its link,
+    each pays the latency; KV bytes of 1,500 tokens: 4x more for the MHA model."""
+    assert NVLINK4.bytes_per_s == 450e9 and RDMA_400G.bytes_per_s == 50e9
+    assert LLAMA2_7B.kv_bytes_per_token == 4 * LLAMA3_8B.kv_bytes_per_token
+    burst = [Request(i, 0.0, 1000, 3) for i in range(4)]  # one prefill step, four transfers
+    link = 1e9  # 1000 tokens x 128 KiB = 131 MB: 0.131 s each on a 1 GB/s link
+    result = simulate_disaggregated(burst, _ReservingDecode, num_blocks=5000, link_bytes_per_s=link,
+                                    link_latency_s=0.01)
+    records = sorted(result.requests(), key=lambda r: r["kv_ready_s"])
+    wire = 1000 * LLAMA3_8B.kv_bytes_per_token / link
+    prefill_end = records[0]["first_token_s"]
+    for k, r in enumerate(records):  # back to back on the link, each + its latency
+        assert math.isclose(r["kv_ready_s"], prefill_end + (k + 1) * wire + 0.01, rel_tol=1e-9)
+
+
+def test_prefill_blocks_held_until_the_kv_lands_and_decode_blocks_reserved():
+    """The prefill pool cannot start a second prompt while the first one's KV is on the
+    wire; a decode pool too small for the KV delays the transfer instead of losing it."""
+    two = [Request(0, 0.0, 1000, 2), Request(1, 0.0, 1000, 2)]
+    blocks = -(-1001 // 16)  # one sequence's blocks: the pool holds one at a time
+    slow = simulate_disaggregated(two, _ReservingDecode, num_blocks=blocks, link_bytes_per_s=1e9)
+    r0, r1 = sorted(slow.requests(), key=lambda r: r["first_token_s"])
+    assert r1["first_token_s"] > r0["kv_ready_s"], "the second prefill waited for the first KV to land"
+    assert r1["kv_ready_s"] > r0["finish_s"], "the second transfer waited for decode blocks"
+
+
+class _GoodputProbe:
+    """A server that serves 10 requests/s at most, whatever the trace: attainment 1 below."""
+
+    def __call__(self, rate):
+        return [{"arrival_s": 0.0, "first_token_s": 0.0 if rate <= 10 else 5.0, "finish_s": 1.0,
+                 "output_len": 2}] * 10
+
+
+def test_goodput_is_the_highest_rate_at_the_target_attainment():
+    from llmopt.metrics import goodput
+    from llmopt.workload import at_rate
+
+    assert 10 / 1.05 <= goodput(_GoodputProbe(), 1.0, 10.0) <= 10
+    assert goodput(lambda rate: _GoodputProbe()(1e9), 1.0, 10.0) == 0.0
+    trace = make_trace(50, 5, seed=2)
+    fast = at_rate(trace, 50)
+    assert [r.prompt_len for r in fast] == [r.prompt_len for r in trace]
+    assert math.isclose(len(fast) / max(r.arrival_s for r in fast), 50 * len(fast) / len(fast), rel_tol=1e-6)
+    # On the simulator: more GPUs serve a higher rate at the same SLO.
+    base = make_trace(60, 10, seed=4, prompt_median=300, output_median=60)
+
+    def run(instances):
+        return lambda rate: simulate(at_rate(base, rate), _Continuous, instances=instances,
+                                     num_blocks=4000).requests()
+
+    one, two = goodput(run(1), 0.5, 0.02), goodput(run(2), 0.5, 0.02)
+    assert 1.5 * one < two
+
+
+class _Continuous(Scheduler):
+    """FCFS continuous batching without preemption (the pool is ample in these tests)."""
+
+    def schedule(self, now):
+        batch = Batch()
+        while self.waiting and len(self.running) < self.limits.max_num_seqs:
+            self.running.append(self.waiting.popleft())
+        for seq in self.running:
+            self.pool.allocate(seq, self.pool.blocks_needed(seq, seq.num_pending_tokens))
+            batch.add(seq, seq.num_pending_tokens)
+        return batch
+
+
+def test_efficiency_turns_the_roofline_into_a_prediction():
+    """The measured H200 factors: prefill 512 tokens 2.2x, decode batch 1 5.1x (eager),
+    2.2x with CUDA graphs; interpolated in log x between points, flat beyond."""
+    roof = CostModel(H200, LLAMA3_8B)
+    eager = CostModel(H200, LLAMA3_8B, H200_EAGER)
+    graphs = CostModel(H200, LLAMA3_8B, H200_CUDA_GRAPHS)
+    for work, factor in (([(512, 0)], 2.2), ([(1, 1024)], 5.1), ([(1, 1024)] * 64, 3.2),
+                         ([(8192, 0)], 1.8), ([(100_000, 0)], 1.8)):
+        assert math.isclose(eager.step_time(work), factor * roof.step_time(work), rel_tol=1e-9)
+    assert math.isclose(graphs.step_time([(1, 1024)]), 2.2 * roof.step_time([(1, 1024)]), rel_tol=1e-9)
+    between = eager.step_time([(1, 1024)] * 4) / roof.step_time([(1, 1024)] * 4)
+    assert 4.6 < between < 5.1
+    assert roof.roofline_time([(1, 0)]) == roof.step_time([(1, 0)])
+
+
+def test_mooncake_trace_loads_with_its_block_hashes():
+    from llmopt.workload import load_mooncake
+
+    head = load_mooncake(limit=50)
+    assert len(head) == 50 and head[0].arrival_s == 0.0
+    assert all(len(r.block_hashes) == -(-r.prompt_len // 512) for r in head)
+    assert head[0].block_hashes[0] == head[1].block_hashes[0], "chat requests share a system prompt block"
+    later = load_mooncake(start=100, limit=5)
+    assert later[0].arrival_s == 0.0 and later[0].request_id == 0
 
 
 def test_contract_violations_are_loud():
