@@ -216,10 +216,19 @@ class CostModel:
         """Wire time of `tokens` tokens of KV at `link_bytes_per_s` (no latency, no queue)."""
         return self.kv_bytes(tokens) / link_bytes_per_s
 
-    def kv_blocks(self, block_size: int = 16, memory_fraction: float = 0.9) -> int:
-        """Blocks that fit in `memory_fraction` of device memory after the weights."""
-        free = self.hardware.memory_bytes * memory_fraction - self.model.weight_bytes
-        return max(0, int(free // (block_size * self.model.kv_bytes_per_token)))
+    def kv_blocks(self, block_size: int = 16, memory_fraction: float = 0.9,
+                  other_bytes: float = 0.0) -> int:
+        """KV blocks of `block_size` tokens in the pool, sized as vLLM sizes it.
+
+        The engine may use `memory_fraction` of the device memory (vLLM's
+        `gpu_memory_utilization`, default 0.9 [@vllm-v1-kv-cache-manager]); what the
+        weights and `other_bytes` occupy is taken first, and the rest is cut into blocks of
+        block_size x kv_bytes_per_token. `weight_bytes` counts the weights a step *reads*:
+        pass what else stays resident (an untied embedding table, activation workspace)
+        as `other_bytes`. A pool that does not fit holds 0 blocks.
+        """
+        budget = self.hardware.memory_bytes * memory_fraction - self.model.weight_bytes - other_bytes
+        return max(0, int(budget // (block_size * self.model.kv_bytes_per_token)))
 
 
 def cpu_cost_model(model_config, calibration=None) -> CostModel:
