@@ -42,9 +42,8 @@ class Reference:
         """One markdown line for a chapter's reference list."""
         authors, title = self.fields.get("Authors", ""), self.fields.get("Title", "")
         year, where = self.fields.get("Year", ""), self.fields.get("Where", "")
-        parts = [f"**[@{self.key}]**", authors.rstrip("."), f"*{title.rstrip('.')}*",
-                 year.rstrip("."), where.rstrip(".")]
-        return "- " + ". ".join(p for p in parts if p) + "."
+        parts = [authors.rstrip("."), f"*{title.rstrip('.')}*", year.rstrip("."), where.rstrip(".")]
+        return f"- **[@{self.key}]** " + ". ".join(p for p in parts if p) + "."
 
 
 def load_references(path: Path = REFERENCES_PATH) -> dict[str, Reference]:

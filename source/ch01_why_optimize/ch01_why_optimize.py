@@ -21,8 +21,8 @@
 # 1. Compute the cost of one million generated tokens from throughput, utilisation and the
 #    price of a GPU-hour, and see why throughput, not latency, sets the bill.
 # 2. Compute the return on an optimization: monthly savings, payback time and ROI.
-# 3. Compound independent gains (hardware, software, price) into one factor, and check
-#    what a headline like "50,000×" would have to assume before believing it.
+# 3. Compound independent gains (hardware, software, price) into one factor, and read a
+#    headline number ("50,000×", "100× ROI") for what it measures before believing it.
 #
 # **Why it matters in money.** Serving cost is a GPU-hour price divided by the tokens that
 # hour produces. Double the tokens per hour and the cost per token halves; no other
@@ -111,11 +111,11 @@ from grader import grade; grade("ch01_why_optimize/cost_per_million")
 # ### What batching does to the bill
 #
 # Take one measured point. On one H100, SGLang decoded Llama-3.1-8B at **158.3 tokens/s
-# for a single request** (EAGLE-3 paper, arXiv 2503.01840, Table 4). The memory-bandwidth
-# bound for that model is about 223 tokens/s at batch 1 (15.0 GB of weights read per token
-# at the datasheet's 3.35 TB/s; derivation in the course's `perf-anchors` reference). A
-# single stream therefore cannot get much cheaper than this; only serving many streams
-# from the same weight reads can.
+# for a single request** [@li2025-eagle3, Table 4]. The memory-bandwidth bound for that
+# model is about 223 tokens/s at batch 1: each token reads the 15.0 GB of its BF16 weights
+# [@meta2024-llama3], and an H100 SXM reads 3.35 TB/s [@nvidia-h100-datasheet], so
+# 3.35e12 / 15.0e9 ≈ 223. A single stream therefore cannot get much cheaper than this;
+# only serving many streams from the same weight reads can.
 #
 # The GPU price below is **an assumption for illustration, not a quote**: put in what
 # your provider charges. The plot shows cost per million tokens against aggregate
@@ -123,7 +123,7 @@ from grader import grade; grade("ch01_why_optimize/cost_per_million")
 
 # %%
 ASSUMED_GPU_HOURLY_USD = 2.50  # an assumption: replace with your own price per GPU-hour
-MEASURED_BATCH1_TOK_S = 158.3  # SGLang, Llama-3.1-8B, 1x H100, batch 1 (arXiv 2503.01840)
+MEASURED_BATCH1_TOK_S = 158.3  # SGLang, Llama-3.1-8B, 1x H100, batch 1 [@li2025-eagle3]
 
 throughputs = np.logspace(1, 4.5, 50)  # 10 .. ~30k aggregate tokens/s
 fig, ax = plt.subplots(figsize=(7, 4))
@@ -229,7 +229,7 @@ plt.show()
 
 # %% [markdown]
 # ## 3. Compounding gains, and checking a headline
-# ### 3. 复合增益与标题数字的核查
+# ### 3. 复合增益与宣传数字的核查
 #
 # Independent gains multiply. If a new GPU generation doubles throughput and a better
 # kernel adds 1.5× on top, tokens per GPU-hour grow 2 × 1.5 = 3×, and a price cut of the
@@ -237,17 +237,43 @@ plt.show()
 # $a^n$; reading it backwards, a total factor $F$ reached in $n$ years implies
 # $a = F^{1/n}$, and reaching $F$ at rate $a$ takes $\log F / \log a$ years.
 #
-# What do sources say the annual factor is? Two measurements of API prices at equal
+# How fast does the **price** of a token fall? Two measurements of API prices at equal
 # quality:
 #
 # - a16z ("LLMflation", Nov 2024): about **10× cheaper per year**, from 60 USD to 0.06 USD
-#   per million tokens in three years at a fixed MMLU level.
-# - Epoch AI (Mar 2025): **9× to 900× per year**, depending on the capability threshold.
+#   per million tokens in three years at a fixed MMLU level [@appenzeller2024-llmflation].
+# - Epoch AI (Mar 2025): **9× to 900× per year**, depending on the capability threshold
+#   [@epoch2025-price-trends].
 #
-# The book's blurb headlines a "50,000× efficiency revolution". We could not find a source
-# for that number, so this course does not repeat it as a fact. Exercise 3 lets you ask
-# instead what it would take.
+# The book this course follows opens with a "50,000× efficiency revolution" (50,000倍效率革命)
+# and gives no source [@llm-inference-book]. Its likely origin is a chart NVIDIA supplied
+# to BOND's *Trends – Artificial Intelligence* report (May 2025) [@bond2025-ai-trends]:
+# for a theoretical data centre costing one billion USD and running a GPT-MoE inference
+# workload, the **tokens it produces per megawatt-year** grew from 1.3 billion on Pascal GPUs
+# (2016) to 65 trillion on Blackwell (2024), "+50,000x greater per-unit energy efficiency".
+# Read it for what it is:
 #
+# - it is an **energy-efficiency** figure: tokens per unit of electricity, for hardware
+#   generations and a workload NVIDIA chose, at full use of the data centre;
+# - it is **not a price**: nothing in it says what a token costs whoever buys it, and it
+#   does not belong on the same axis as the API price declines above;
+# - it spans **eight years**, so it is a rate, which exercise 3 lets you compute.
+#
+# The chart's own rows are below (a read-only cell: the questions of section 5 use them).
+
+# %% nbgrader={"grade": false, "grade_id": "headline_data", "locked": true, "schema_version": 3, "solution": false}
+# NVIDIA's chart in BOND's "Trends – Artificial Intelligence" (May 2025), page 106
+# [@bond2025-ai-trends]: a theoretical 1-billion-USD data centre, GPT-MoE inference workload.
+# year: (GPU generation, inference tokens it produces per year, data-centre power in MW)
+NVIDIA_DATA_CENTRE_CHART = {
+    2016: ("Pascal", 50e9, 37),
+    2018: ("Volta", 1e12, 34),
+    2020: ("Ampere", 5e12, 25),
+    2022: ("Hopper", 58e12, 19),
+    2024: ("Blackwell", 1375e12, 21),
+}
+
+# %% [markdown]
 # **Exercise 3 · 练习3.** Write `compound_efficiency(factors)` (the product of independent
 # gain factors, given as a list or as a dict of name → factor; 1.0 for none),
 # `implied_annual_factor(total_factor, years)` and `years_to_factor(target_factor,
@@ -296,34 +322,222 @@ assert math.isclose(compound_efficiency({"hardware": 2.0, "kernels": 1.5, "price
 assert compound_efficiency([]) == 1.0, "no gains at all is a factor of 1"
 assert math.isclose(implied_annual_factor(1000, 3), 10.0), "a16z: 1000x in 3 years is 10x a year"
 assert math.isclose(years_to_factor(100, 10), 2.0), "10x a year reaches 100x in 2 years"
-print(f"50,000x at 10x per year takes {years_to_factor(50_000, 10):.1f} years")
+print(f"the chart's 50,000x in 8 years is {implied_annual_factor(50_000, 8):.2f}x a year")
 ### BEGIN HIDDEN TESTS
 from grader import grade; grade("ch01_why_optimize/compounding")
 ### END HIDDEN TESTS
 
 # %% [markdown]
-# ### How fast do prices fall? · 价格下降有多快
+# ### Two curves, two quantities · 两条曲线，两个量
 #
-# The plot compounds the sourced annual factors from one million-token price (60 USD,
-# a16z's starting point) and marks where a 50,000× fall would sit. Read off the years
-# each rate would need; the claim is only as good as the rate and the period it assumes.
+# Left: the chart's tokens per megawatt-year, computed from its rows (tokens per year over
+# megawatts), against the constant annual factor that links its two ends. Right: the
+# price of a million tokens at constant quality, compounding the sourced annual price
+# declines from a16z's starting point of 60 USD. The two panels have different units on
+# purpose: one is what a data centre can do with a unit of electricity, the other what a
+# customer pays.
 
 # %%
+chart_years = sorted(NVIDIA_DATA_CENTRE_CHART)
+per_mw_year = [NVIDIA_DATA_CENTRE_CHART[y][1] / NVIDIA_DATA_CENTRE_CHART[y][2] for y in chart_years]
+span = chart_years[-1] - chart_years[0]
+energy_factor = per_mw_year[-1] / per_mw_year[0]
+energy_rate = implied_annual_factor(energy_factor, span)
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+ax1.plot(chart_years, per_mw_year, marker="o", label="NVIDIA chart (BOND, May 2025)")
+ax1.plot(chart_years, [per_mw_year[0] * energy_rate ** (y - chart_years[0]) for y in chart_years],
+         linestyle="--", color="grey", label=f"constant {energy_rate:.2f}x per year")
+for year, value in zip(chart_years, per_mw_year):
+    ax1.annotate(NVIDIA_DATA_CENTRE_CHART[year][0], (year, value), textcoords="offset points",
+                 xytext=(-10, 8), fontsize=8)
+ax1.set(yscale="log", xlabel="year", ylabel="tokens per MW-year",
+        title=f"Energy efficiency: {energy_factor:,.0f}x in {span} years")
+ax1.grid(True, which="both", alpha=0.3)
+ax1.legend(fontsize=8)
 start_price = 60.0  # USD per 1M tokens, a16z's Nov 2021 starting point
-years = np.linspace(0, 6, 61)
+years = np.linspace(0, 3, 31)
+for annual, label in ((9, "Epoch AI, slowest: 9x/yr"), (10, "a16z: ~10x/yr"),
+                      (40, "Epoch AI, GPT-4 level on PhD science: 40x/yr")):
+    ax2.plot(2021.9 + years, start_price / annual ** years, label=label)
+ax2.set(yscale="log", xlabel="year", ylabel="USD per 1M tokens",
+        title="API price at constant quality")
+ax2.grid(True, which="both", alpha=0.3)
+ax2.legend(fontsize=8)
+plt.tight_layout()
+plt.show()
+print(f"tokens per MW-year: {per_mw_year[0]:.3g} (2016) -> {per_mw_year[-1]:.3g} (2024), "
+      f"{energy_factor:,.0f}x, {energy_rate:.2f}x per year")
+
+# %% [markdown]
+# The chart rounds its ends to 1.3 billion and 65 trillion, and their ratio to 50,000; its
+# own rows give about 48,000, or about 3.85× a year (printed above). That is a fast rate
+# for hardware, and slower than the 10× a year by which API prices fell at constant quality
+# from 2021 on, which a16z attributes to cheaper hardware, quantization, better software,
+# smaller models of equal quality and competition together [@appenzeller2024-llmflation].
+# Neither number is the other.
+#
+# ## 4. A claim to check: "100× ROI"
+# ### 4. 待核查的说法："100倍ROI"
+#
+# The book leads with a "real case" of a 100× return on an inference optimization at
+# Toast (真实案例：Toast 100倍ROI) [@llm-inference-book]. We found no public source for it:
+# the Toast earnings reports and product pages we searched name no such figure. So treat it
+# as a claim, and ask what it would take. You already have the arithmetic:
+#
+# $$\text{ROI} = \frac{H \times \text{monthly savings} - E}{E}, \qquad
+# \text{monthly savings} = B\,(1 - 1/s),$$
+#
+# where $B$ is the monthly serving bill the optimization applies to, $s$ its end-to-end
+# speed-up, $E$ what it cost to build and $H$ the horizon in months. Savings can never
+# exceed the whole bill, however large $s$ gets, so
+#
+# $$\text{ROI} < \frac{H\,B}{E} - 1 .$$
+#
+# A 100× ROI therefore says as much about the size of the bill against the engineering
+# cost as about the optimization. The plot shows the ROI over a year of one optimization
+# costing 50,000 USD, against its speed-up, for three monthly bills (all assumptions):
+
+# %%
+CLAIM_ENGINEERING_COST_USD = 50_000  # an assumption: a few engineer-months
+speedups = np.linspace(1.0, 10.0, 91)
 fig, ax = plt.subplots(figsize=(7, 4))
-for annual, label in ((9, "Epoch AI, slowest: 9x/yr"), (10, "a16z: ~10x/yr"), (40, "Epoch AI, GPT-4 level on PhD science: 40x/yr")):
-    ax.plot(years, start_price / annual ** years, label=label)
-ax.axhline(start_price / 50_000, color="black", linestyle="--", label="a 50,000x fall (unsourced claim)")
-for annual in (9, 10, 40):
-    ax.axvline(years_to_factor(50_000, annual), color="grey", alpha=0.3)
-ax.set(yscale="log", xlabel="years", ylabel="USD per 1M tokens", title="Compounding price declines")
-ax.grid(True, which="both", alpha=0.3)
+for monthly_bill in (100_000, 500_000, 2_000_000):
+    # cost_per_million_before = 1 USD, so monthly_tokens = the bill in USD x 1e6
+    rois = [optimization_roi(s, monthly_bill * 1e6, 1.0, CLAIM_ENGINEERING_COST_USD)["roi"]
+            for s in speedups]
+    ax.plot(speedups, rois, label=f"bill {monthly_bill:,} USD/month "
+            f"(ceiling {12 * monthly_bill / CLAIM_ENGINEERING_COST_USD - 1:.0f}x)")
+ax.axhline(100, color="black", linestyle="--", label="the claimed 100x")
+ax.set(xlabel="end-to-end speed-up s", ylabel="ROI over 12 months (x)",
+       title="ROI of a 50,000 USD optimization")
+ax.grid(True, alpha=0.3)
 ax.legend(fontsize=8)
 plt.show()
 
 # %% [markdown]
-# ## Common pitfalls · 常见误区
+# ## 5. Questions to think through
+# ### 5. 思考题
+#
+# Each answer is a number or a letter in an answer cell; the grader checks it. Compute the
+# numbers with your functions and the constants given, rather than typing them in: a
+# number within 1 % of the exact value (0.5 % for question 3) counts. The visible checks
+# only check the form of your answers.
+#
+# **Question 1 · 思考题1 (what the 50,000× measures).**
+# (a) Which of these does the chart's "+50,000×" measure? Answer with the letter.
+#
+# - **A.** how much cheaper a token bought from an API became from 2016 to 2024;
+# - **B.** how many more tokens a data centre produces per unit of electrical energy, on
+#   NVIDIA's workload and hardware assumptions;
+# - **C.** how much faster one GPU decodes a single request;
+# - **D.** how much the total cost of serving a token fell at constant model quality.
+#
+# (b) Compute the factor from the chart's rows (`NVIDIA_DATA_CENTRE_CHART`: tokens per year
+# over megawatts, 2024 against 2016), not from its rounded label. (c) The constant annual
+# factor that compounds to it over those 8 years.
+
+# %% nbgrader={"grade": false, "grade_id": "q_headline_solution", "locked": false, "schema_version": 3, "solution": true}
+### BEGIN SOLUTION
+ANSWER_HEADLINE_MEASURES = "B"
+ANSWER_HEADLINE_FACTOR = ((NVIDIA_DATA_CENTRE_CHART[2024][1] / NVIDIA_DATA_CENTRE_CHART[2024][2])
+                          / (NVIDIA_DATA_CENTRE_CHART[2016][1] / NVIDIA_DATA_CENTRE_CHART[2016][2]))
+ANSWER_HEADLINE_ANNUAL_FACTOR = implied_annual_factor(ANSWER_HEADLINE_FACTOR, 2024 - 2016)
+### END SOLUTION
+
+# %% nbgrader={"grade": true, "grade_id": "q_headline", "locked": true, "points": 2, "schema_version": 3, "solution": false}
+assert ANSWER_HEADLINE_MEASURES in ("A", "B", "C", "D"), "answer (a) with one capital letter, A to D"
+assert isinstance(ANSWER_HEADLINE_FACTOR, (int, float)) and ANSWER_HEADLINE_FACTOR > 1, \
+    "(b) is a factor above 1: tokens per MW-year in 2024 over the same in 2016"
+assert isinstance(ANSWER_HEADLINE_ANNUAL_FACTOR, (int, float)) and 1 < ANSWER_HEADLINE_ANNUAL_FACTOR < ANSWER_HEADLINE_FACTOR, \
+    "(c) is a factor per year: above 1, and far below the 8-year total"
+print(ANSWER_HEADLINE_MEASURES, f"{ANSWER_HEADLINE_FACTOR:,.0f}x", f"{ANSWER_HEADLINE_ANNUAL_FACTOR:.3f}x per year")
+### BEGIN HIDDEN TESTS
+from grader import grade; grade("ch01_why_optimize/q_headline")
+### END HIDDEN TESTS
+
+# %% [markdown]
+# **Question 2 · 思考题2 (what energy alone can do to a price).** Suppose electricity is
+# `ENERGY_SHARE_OF_COST` = 10 % of what it costs to serve a token (an assumption for this
+# question; the rest pays for the hardware, the building, the staff and a margin), and that
+# only that part benefits from a 50,000× gain in tokens per unit of energy.
+# (a) By what factor does the cost of a token fall? (Chapter 1's pitfall 3 has the formula.)
+# (b) What share of the cost would electricity have to be for the same 50,000× to make
+# tokens 10× cheaper? Give it as a fraction.
+
+# %% nbgrader={"grade": false, "grade_id": "energy_share_data", "locked": true, "schema_version": 3, "solution": false}
+ENERGY_SHARE_OF_COST = 0.10  # an assumption for question 2
+ENERGY_GAIN = 50_000  # the chart's label
+
+# %% nbgrader={"grade": false, "grade_id": "q_energy_share_solution", "locked": false, "schema_version": 3, "solution": true}
+### BEGIN SOLUTION
+ANSWER_COST_FALL_FACTOR = 1 / ((1 - ENERGY_SHARE_OF_COST) + ENERGY_SHARE_OF_COST / ENERGY_GAIN)
+# 1 / ((1 - e) + e / G) = 10  <=>  e (1 - 1/G) = 1 - 1/10
+ANSWER_ENERGY_SHARE_FOR_10X = (1 - 1 / 10) / (1 - 1 / ENERGY_GAIN)
+### END SOLUTION
+
+# %% nbgrader={"grade": true, "grade_id": "q_energy_share", "locked": true, "points": 2, "schema_version": 3, "solution": false}
+assert isinstance(ANSWER_COST_FALL_FACTOR, (int, float)) and ANSWER_COST_FALL_FACTOR >= 1, \
+    "(a) is a factor >= 1: cost before over cost after"
+assert isinstance(ANSWER_ENERGY_SHARE_FOR_10X, (int, float)) and 0 < ANSWER_ENERGY_SHARE_FOR_10X <= 1, \
+    "(b) is a share of the cost: a fraction in (0, 1], e.g. 0.25 for 25 %"
+print(f"cost falls {ANSWER_COST_FALL_FACTOR:.4f}x; 10x needs electricity to be "
+      f"{ANSWER_ENERGY_SHARE_FOR_10X:.1%} of the cost")
+### BEGIN HIDDEN TESTS
+from grader import grade; grade("ch01_why_optimize/q_energy_share")
+### END HIDDEN TESTS
+
+# %% [markdown]
+# **Question 3 · 思考题3 (checking "100× ROI").** Read "100× ROI" as section 4's ROI = 100
+# (the savings over the horizon, less the engineering cost, are 100 times that cost). An
+# optimization costs `CLAIM_COST_USD` = 50,000 USD and is judged over
+# `CLAIM_HORIZON_MONTHS` = 12 months.
+# (a) What is the smallest monthly bill $B$ (USD) for which *any* speed-up could reach it?
+# (b) On a bill of `CLAIM_MONTHLY_BILL_USD` = 600,000 USD a month, what end-to-end
+# speed-up $s$ does it take?
+
+# %% nbgrader={"grade": false, "grade_id": "roi_claim_data", "locked": true, "schema_version": 3, "solution": false}
+CLAIM_ROI = 100
+CLAIM_COST_USD = 50_000
+CLAIM_HORIZON_MONTHS = 12
+CLAIM_MONTHLY_BILL_USD = 600_000
+
+# %% nbgrader={"grade": false, "grade_id": "q_roi_claim_solution", "locked": false, "schema_version": 3, "solution": true}
+### BEGIN SOLUTION
+# ROI = (H B (1 - 1/s) - E) / E  =>  B (1 - 1/s) = (ROI + 1) E / H; the bound is s -> infinity
+needed_savings = (CLAIM_ROI + 1) * CLAIM_COST_USD / CLAIM_HORIZON_MONTHS
+ANSWER_MIN_MONTHLY_BILL_USD = needed_savings
+ANSWER_SPEEDUP_NEEDED = 1 / (1 - needed_savings / CLAIM_MONTHLY_BILL_USD)
+### END SOLUTION
+
+# %% nbgrader={"grade": true, "grade_id": "q_roi_claim", "locked": true, "points": 2, "schema_version": 3, "solution": false}
+assert isinstance(ANSWER_MIN_MONTHLY_BILL_USD, (int, float)) and ANSWER_MIN_MONTHLY_BILL_USD > 0, \
+    "(a) is a monthly bill in USD"
+assert isinstance(ANSWER_SPEEDUP_NEEDED, (int, float)) and ANSWER_SPEEDUP_NEEDED > 1, \
+    "(b) is a speed-up above 1"
+check = optimization_roi(ANSWER_SPEEDUP_NEEDED, CLAIM_MONTHLY_BILL_USD * 1e6, 1.0, CLAIM_COST_USD,
+                         CLAIM_HORIZON_MONTHS)
+print(f"(a) {ANSWER_MIN_MONTHLY_BILL_USD:,.0f} USD a month; (b) {ANSWER_SPEEDUP_NEEDED:.3f}x, "
+      f"which your optimization_roi prices at ROI = {check['roi']:.1f}")
+### BEGIN HIDDEN TESTS
+from grader import grade; grade("ch01_why_optimize/q_roi_claim")
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ## Chapter summary · 本章小结
+#
+# ### Summary · 要点
+#
+# - Cost per million tokens is the replica's price per hour over the tokens it produces in
+#   that hour: aggregate throughput and utilisation set it, not the speed one user sees.
+# - An optimization's value is its speed-up applied to the bill it touches, net of what it
+#   cost to build: savings, payback time and ROI follow from four numbers.
+# - Independent gains multiply; gains on a part of the time obey Amdahl's law
+#   [@amdahl1967]; a total over $n$ years is a rate of $F^{1/n}$ a year.
+# - A headline number is a quantity, a setting and a date. "50,000×" is NVIDIA's energy
+#   efficiency of a data centre over eight years, not a price; "100× ROI" is as much a
+#   statement about the size of a bill as about an optimization.
+#
+# ### Common pitfalls · 常见误区
 #
 # **1. Quoting the single-stream speed as the throughput.** The 158.3 tokens/s above is
 # what one request sees. A replica serving many requests produces far more tokens per
@@ -347,9 +561,9 @@ except ValueError as error:
 
 # %% [markdown]
 # **3. Multiplying speed-ups that are not independent.** A kernel 2× faster on a part
-# that takes 30 % of the step time does not make the step 2× faster. Amdahl's law gives
-# $1 / (0.7 + 0.3 / 2) \approx 1.18\times$; multiplying factors (exercise 3) is only right
-# when each applies to the whole time.
+# that takes 30 % of the step time does not make the step 2× faster. Amdahl's law
+# [@amdahl1967] gives $1 / (0.7 + 0.3 / 2) \approx 1.18\times$; multiplying factors
+# (exercise 3) is only right when each applies to the whole time.
 
 # %%
 fraction, local_speedup = 0.30, 2.0
@@ -363,16 +577,21 @@ print(f"naive: {local_speedup:.2f}x, Amdahl: {1 / ((1 - fraction) + fraction / l
 print(f"cost left after two 50 % cuts: {compound_efficiency([0.5, 0.5]):.0%}")
 
 # %% [markdown]
-# ## Practical checklist · 实战检查清单
+# **5. Reading an efficiency figure as a price.** Tokens per megawatt-year, tokens per GPU
+# and USD per token are three different quantities. Question 2 showed that a 50,000× gain
+# in the first moves the last by about 1.1× when electricity is a tenth of the cost.
+#
+# ### Practical checklist · 实战检查清单
 #
 # - [ ] Throughput is the replica's aggregate tokens/s at the batch you will really run.
 # - [ ] Utilisation is measured over paid hours, as a fraction, idle nights included.
 # - [ ] The GPU-hour price is your contract's, all-in (reserved vs on-demand differ).
 # - [ ] A speed-up is measured end to end on your traffic, not on one kernel.
 # - [ ] Payback is computed on the traffic the optimization applies to, not all traffic.
-# - [ ] Every headline number has a source, a setting and a date before it enters a plan.
+# - [ ] Every headline number has a source, a quantity, a setting and a date before it
+#       enters a plan.
 #
-# ## ROI box · ROI计算框
+# ### ROI box · ROI计算公式
 #
 # For an optimization with measured end-to-end speed-up $s$ on traffic of $T$ million
 # tokens per month, at a current cost $c$ USD per million tokens, built for $E$ USD:

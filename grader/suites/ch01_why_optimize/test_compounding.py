@@ -40,9 +40,9 @@ def test_annual_factor_and_years_round_trip(student):
 
 
 def test_headline_check(student):
-    """50,000x at a16z's 10x per year takes log(50000)/log(10) years"""
-    got = student.years_to_factor(50_000, 10)
-    assert math.isclose(got, math.log10(50_000), rel_tol=1e-9), f"got {got:.6g} years"
+    """50,000x at its own rate over 8 years (50000 ** (1/8) a year) takes 8 years"""
+    got = student.years_to_factor(50_000, 50_000 ** (1 / 8))
+    assert math.isclose(got, 8.0, rel_tol=1e-9), f"got {got:.6g} years, expected 8"
 
 
 @pytest.mark.parametrize("call", [
