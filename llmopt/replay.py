@@ -154,38 +154,6 @@ def record(trace, policy_cls, *, disaggregated: bool = False, **setup) -> str:
 # Replaying (runs in the trusted process)
 # ---------------------------------------------------------------------------------------
 
-class _ReplayPool(KVBlockPool):
-    """The real pool rules, with a running total: a forged log may hold millions of pool
-    operations, and summing every holder on each one would let it stall the judge."""
-
-    def __init__(self, num_blocks: int, block_size: int):
-        super().__init__(num_blocks, block_size)
-        self._total = 0
-
-    @property
-    def num_free(self) -> int:
-        return self.num_blocks - self._total
-
-    def total_held(self) -> int:
-        return self._total
-
-    def allocate(self, seq, num_blocks: int) -> None:
-        super().allocate(seq, num_blocks)
-        self._total += num_blocks
-
-    def free(self, seq) -> None:
-        self._total -= self._held.pop(seq.request_id, 0)
-
-
-class _Id:
-    """Stands for a request in a pool operation: the pool only reads `request_id`."""
-
-    __slots__ = ("request_id",)
-
-    def __init__(self, request_id: int):
-        self.request_id = request_id
-
-
 def _show(x) -> str:
     return repr(x)[:60]  # a forged field may be a megabyte of list: quote only its start
 
@@ -199,7 +167,7 @@ class _Replayer(Scheduler):
     before use: the log is whatever the other process chose to send."""
 
     def __init__(self, pool: KVBlockPool, limits, entries, index: int):
-        super().__init__(_ReplayPool(pool.num_blocks, pool.block_size), limits)
+        super().__init__(KVBlockPool(pool.num_blocks, pool.block_size), limits)
         if type(entries) is not list:
             raise DecisionLogError(f"instance {index}'s decision log is not a list")
         self.entries, self.index, self.next = entries, index, 0
@@ -228,11 +196,11 @@ class _Replayer(Scheduler):
             rid, k = ops[i], ops[i + 1]
             if not (_is_int(rid) and _is_int(k)) or not (k >= 1 or k == FREE):
                 raise self._fail(f"malformed pool operation {_show(rid)}, {_show(k)}")
-            ref = _Id(rid)
+            seq = self._seq(rid)  # the pool names blocks by the sequence's prompt
             if k == FREE:
-                self.pool.free(ref)
+                self.pool.free(seq)
             else:
-                self.pool.allocate(ref, k)  # past the pool: OutOfKVBlocks, as in any run
+                self.pool.allocate(seq, k)  # past the pool: OutOfKVBlocks, as in any run
 
     def _seq(self, rid) -> Sequence:
         if not _is_int(rid) or rid not in self.seqs:
@@ -240,9 +208,9 @@ class _Replayer(Scheduler):
         return self.seqs[rid]
 
     def add_request(self, seq: Sequence) -> None:
+        self.seqs[seq.request_id] = seq  # first: the call's pool operations may name it
         if self._take("add") != seq.request_id:
             raise self._fail(f"request {seq.request_id} arrives here, the log has another")
-        self.seqs[seq.request_id] = seq
 
     def has_work(self) -> bool:
         answer = self._take("work")
@@ -327,13 +295,15 @@ def replay(trace, log, *, disaggregated: bool = False, **setup):
 # The same for the real engine (llmopt.serving.serve_on_engine)
 # ---------------------------------------------------------------------------------------
 # There the policy's decisions come with a second piece of the student's code, run_batch,
-# which computes each step's tokens on the model. The replaying process runs the serving
-# loop itself: the policy's decisions from the log, and each step's batch rebuilt from
-# data in the policy's process and handed to its run_batch (`run_batch_on`). So the
-# tokens a grader checks are the ones run_batch returned for batches the replay chose,
-# and the preemptions and chunks it counts are the replay's.
+# which computes each step's tokens on the model through a paged KV store. The replaying
+# process runs the serving loop itself: the policy's decisions from the log, its own KV
+# pool (block tables, prefix hits), and each step's batch rebuilt from data in the
+# policy's process and handed to its run_batch with the store kept there (`run_batch_on`).
+# So the tokens a grader checks are the ones run_batch returned for batches and block
+# tables the replay chose, and the preemptions, chunks and prefix hits it counts are the
+# replay's.
 
-def _stand_in_tokens(engine, batch) -> dict:
+def _stand_in_tokens(engine, batch, kv) -> dict:
     """A token for every sequence a step completes. Decisions depend on token counts,
     never on their values, so recording them needs no model."""
     return {seq.request_id: 0 for seq, n in batch.scheduled if seq.num_computed_tokens + n == seq.num_tokens}
@@ -351,7 +321,7 @@ def record_served(prompts, output_lens, policy_cls, **setup) -> str:
 
 def replay_served(prompts, output_lens, log, run_batch, **setup) -> dict:
     """`serve_on_engine`'s result, run here on the decisions in `log` (from
-    `record_served`), each step's tokens from `run_batch(None, batch)`. Strict, as
+    `record_served`), each step's tokens from `run_batch(None, batch, None)`. Strict, as
     serve_on_engine is: a broken rule raises `SchedulingError`."""
     from llmopt.serving import serve_on_engine
 
@@ -361,17 +331,31 @@ def replay_served(prompts, output_lens, log, run_batch, **setup) -> dict:
     return served
 
 
+HIDDEN_TOKEN = -1  # what batch_items sends for a token whose KV is already in the cache
+
+
 def batch_items(batch: Batch) -> list[dict]:
-    """One step's batch as data: what a sequence's state is, and its tokens this step."""
-    return [{"request_id": seq.request_id, "arrival_s": seq.arrival_s, "prompt_len": seq.prompt_len,
-             "output_len": seq.output_len, "token_ids": list(seq.token_ids),
-             "num_computed_tokens": seq.num_computed_tokens, "num_generated": seq.num_generated,
-             "num_preemptions": seq.num_preemptions, "tokens": n} for seq, n in batch.scheduled]
+    """One step's batch as data: each sequence's state, block table and tokens this step.
+
+    Token ids below the first token the step computes (`Sequence.compute_range`) are sent
+    as HIDDEN_TOKEN: their KV is in the cache already (computed by an earlier step, or a
+    prefix-cache hit), so a run_batch that reads them recomputes what it must not."""
+    items = []
+    for seq, n in batch.scheduled:
+        start, _ = seq.compute_range(n)
+        items.append({"request_id": seq.request_id, "arrival_s": seq.arrival_s, "prompt_len": seq.prompt_len,
+                      "output_len": seq.output_len,
+                      "token_ids": [HIDDEN_TOKEN] * start + list(seq.token_ids[start:]),
+                      "num_computed_tokens": seq.num_computed_tokens, "num_cached_tokens": seq.num_cached_tokens,
+                      "block_table": list(seq.block_table), "num_generated": seq.num_generated,
+                      "num_preemptions": seq.num_preemptions, "tokens": n})
+    return items
 
 
-def run_batch_on(engine, run_batch, items: list[dict]):
-    """Rebuild a step's batch from `batch_items` and return `run_batch(engine, batch)`,
-    tokens as ints. Runs in the policy's process; its answer is checked where it lands."""
+def run_batch_on(engine, run_batch, items: list[dict], kv=None):
+    """Rebuild a step's batch from `batch_items` and return `run_batch(engine, batch, kv)`,
+    tokens as ints. Runs in the policy's process, where `kv` (a `PagedKVStore`) lives from
+    step to step; its answer is checked where it lands."""
     import torch
 
     from llmopt.workload import Request
@@ -381,10 +365,11 @@ def run_batch_on(engine, run_batch, items: list[dict]):
         seq = Sequence(Request(item["request_id"], item["arrival_s"], item["prompt_len"], item["output_len"]),
                        token_ids=item["token_ids"])
         seq.num_computed_tokens, seq.num_generated = item["num_computed_tokens"], item["num_generated"]
+        seq.num_cached_tokens, seq.block_table = item["num_cached_tokens"], list(item["block_table"])
         seq.num_preemptions = item["num_preemptions"]
         batch.add(seq, item["tokens"])
     with torch.no_grad():
-        tokens = run_batch(engine, batch)
+        tokens = run_batch(engine, batch, kv)
     if isinstance(tokens, dict):  # tensors and numpy scalars are fine as tokens
         try:
             return {k: int(v) for k, v in tokens.items()}

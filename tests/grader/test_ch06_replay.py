@@ -333,18 +333,36 @@ def test_a_forging_submission_through_the_grader_scores_nothing():
 
 # -- the real engine's serving loop, run in the judge ---------------------------------------
 
-def toy_run_batch(engine, batch):
-    """A stand-in model: each next token is a function of the whole prefix."""
-    return {seq.request_id: sum(i * t for i, t in enumerate(seq.token_ids)) % 997
-            for seq, n in batch.scheduled if seq.num_computed_tokens + n == seq.num_tokens}
+def toy_run_batch(engine, batch, kv: dict):
+    """A stand-in model over a paged store: a step writes its tokens' ids into their slots
+    (`kv`: slot -> id) and each next token is a function of the whole prefix, read back
+    through the block table. So a token comes out right only if every step wrote where
+    the pool's block tables say and the prefix hits found what earlier requests wrote."""
+    size, out = 4, {}
+    for seq, n in batch.scheduled:
+        start, end = seq.compute_range(n)
+        for p in range(start, end):
+            kv[seq.block_table[p // size] * size + p % size] = seq.token_ids[p]
+        if end == seq.num_tokens:
+            prefix = [kv[seq.block_table[p // size] * size + p % size] for p in range(end)]
+            out[seq.request_id] = sum(i * t for i, t in enumerate(prefix)) % 997
+    return out
+
+
+def toy_alone(prompt, n):
+    ids = list(prompt)
+    for _ in range(n):
+        ids.append(sum(i * t for i, t in enumerate(ids)) % 997)
+    return ids[len(prompt):]
 
 
 SERVED = {  # as test_real_engine serves them
-    "preempting": ("ContinuousBatchingScheduler", dict(arrival_steps=[0, 0, 0, 1, 3, 5], num_blocks=10, block_size=4,
+    "preempting": ("ContinuousBatchingScheduler", dict(arrival_steps=[0, 0, 1, 2, 4, 6], num_blocks=16, block_size=4,
                                                        max_num_seqs=4)),
     "chunked": ("ChunkedPrefillScheduler", dict(num_blocks=64, block_size=4, max_num_seqs=4, max_num_batched_tokens=8)),
 }
-PROMPTS = [[(7 * i + 3 * j) % 50 for j in range(n)] for i, n in enumerate([12, 8, 15, 10, 6, 13])]
+SYSTEM = [(5 * j) % 300 + 10 for j in range(20)]  # a shared system prompt: prefix hits
+PROMPTS = [SYSTEM + [(7 * i + 3 * j) % 50 for j in range(n)] for i, n in enumerate([12, 8, 15, 10, 6, 13])]
 LENGTHS = [9, 5, 11, 7, 3, 8]
 
 
@@ -354,12 +372,17 @@ def test_the_judges_serving_loop_serves_what_serve_on_engine_serves(reference, c
     data (`batch_items` -> `run_batch_on`): same tokens, same steps, same preemptions."""
     name, setup = SERVED[case]
     policy = getattr(reference, name)
-    direct = serve_on_engine(None, PROMPTS, LENGTHS, policy, toy_run_batch, **setup)
+    direct_store, worker_store = {}, {}
+    direct = serve_on_engine(None, PROMPTS, LENGTHS, policy, lambda e, b, kv: toy_run_batch(e, b, direct_store),
+                             **setup)
     log = record_served(PROMPTS, LENGTHS, policy, **setup)
-    served = replay_served(PROMPTS, LENGTHS, log, lambda _, b: run_batch_on(None, toy_run_batch, batch_items(b)),
-                           **setup)
-    assert served["tokens"] == direct["tokens"] and served["preemptions"] == direct["preemptions"]
+    served = replay_served(PROMPTS, LENGTHS, log,
+                           lambda _, b, kv: run_batch_on(None, toy_run_batch, batch_items(b), worker_store), **setup)
+    for key in ("tokens", "preemptions", "prefix_hit_tokens", "computed_tokens"):
+        assert served[key] == direct[key], key
     assert [{**s, "seconds": 0} for s in served["steps"]] == [{**s, "seconds": 0} for s in direct["steps"]]
+    assert served["tokens"] == {i: toy_alone(prompt, n) for i, (prompt, n) in enumerate(zip(PROMPTS, LENGTHS))}
+    assert sum(served["prefix_hit_tokens"].values()) > 0
     if case == "preempting":
         assert sum(served["preemptions"].values()) > 0
 
