@@ -28,17 +28,21 @@
 # 3. Manage KV memory in fixed-size blocks: an allocator with reference counts, a paged
 #    cache with block tables, slot mappings and copy-on-write, and attention that reads
 #    through block tables, in PyTorch and as a Triton kernel.
-# 4. Share the KV of a common prompt prefix across requests with chained block hashes
+# 4. Decode the course model through block tables, behind the engine's cache seam.
+# 5. Share the KV of a common prompt prefix across requests with chained block hashes
 #    and LRU eviction, and measure the prefill it saves.
+# 6. Size KV memory for MHA, GQA, MLA and FP8 KV, and turn it into the number of
+#    sequences a GPU can hold at once.
 #
 # **Why it matters in money.** Decode is bound by memory traffic, and how many requests a
 # GPU can batch is bounded by how much KV memory they need. The vLLM authors report that
 # serving systems before paging "waste 60%–80% of memory due to fragmentation and
-# over-reservation", and PagedAttention "a mere waste of under 4%" (vLLM launch blog,
-# 2023, see the course's perf-anchors), for 2–4× throughput at the same latency (arXiv
-# 2309.06180). More requests per GPU is directly fewer GPU-hours per million tokens.
+# over-reservation", and PagedAttention "a mere waste of under 4%" [@vllm2023-blog], for
+# 2–4× throughput at the same latency [@kwon2023-vllm]. More requests per GPU means fewer
+# GPU-hours per million tokens; section 8 and the ROI formula at the end count how many.
 
 # %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false}
+import dataclasses
 import hashlib
 import math
 import os
@@ -62,6 +66,7 @@ import triton.language as tl
 import course_config
 from llmopt.engine import NO_TOKEN, Engine, KVView, LlamaWeights
 from llmopt.kv_errors import DoubleFreeError, OutOfBlocksError
+from llmopt.simulator import H100_SXM, H200, LLAMA3_8B, CostModel, HardwareProfile, ModelProfile
 
 SMALL = course_config.SMALL_WORKLOAD  # True under `make test`: shorter measurements
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -148,7 +153,7 @@ from grader import grade; grade("ch05_kv_cache/attention")
 
 # %% [markdown]
 # ## 2. A contiguous KV cache
-# ### 2. 连续KV缓存
+# ### 2. 连续内存KV缓存
 #
 # Without a cache, the engine recomputes the keys and values of the whole prefix at every
 # step: step $t$ costs a forward pass over $t$ tokens, and $n$ steps cost $O(n^2)$ token
@@ -352,7 +357,7 @@ plt.show()
 # %% [markdown]
 # The synthetic trace's number is an illustration of the mechanism; the measured numbers
 # come from the vLLM paper: existing systems stored actual token states in "only 20.4%–38.2%
-# of the KV cache memory" (arXiv 2309.06180, Fig. 2), and paging wastes under 4 %, only in
+# of the KV cache memory" [@kwon2023-vllm], and paging wastes under 4 %, only in
 # each sequence's last block. Paging is what the next three exercises build.
 #
 # ## 3. A block allocator
@@ -691,7 +696,8 @@ def paged_attention(query, key_cache, value_cache, block_tables, context_lens):
     query: (B, H, D); key_cache, value_cache: (num_blocks, block_size, H_kv, D), one layer;
     block_tables: (B, max_blocks) long, entries past a sequence's blocks are arbitrary
     (e.g. -1); context_lens: (B,) long, >= 1. Sequence b's token t lives at
-    key_cache[block_tables[b, t // block_size], t % block_size].
+    key_cache[block_tables[b, t // block_size], t % block_size]. Slots at or past
+    context_lens[b] may hold anything, even NaN: they must not change the output.
     Query head h reads KV head h // (H // H_kv); scores are scaled by D ** -0.5.
     Returns (B, H, D) in the query's dtype.
     """
@@ -708,6 +714,8 @@ def paged_attention(query, key_cache, value_cache, block_tables, context_lens):
     valid = torch.arange(max_len, device=query.device)[None] < context_lens[:, None]  # (B, T)
     scores = scores.masked_fill(~valid[:, None, None], float("-inf"))
     weights = torch.softmax(scores.float(), dim=-1).to(query.dtype)
+    # A weight of 0 does not hide an unused slot: 0 * NaN is NaN. Zero those values too.
+    values = values.masked_fill(~valid[:, :, None, None], 0.0)
     out = torch.einsum("bkgt,btkd->bkgd", weights, values)  # (B, H_kv, G, D)
     return out.reshape(batch, n_heads, head_dim)
     ### END SOLUTION
@@ -727,6 +735,12 @@ _tables = torch.tensor([[7, 2, 5], [3, 9, -1]])  # non-contiguous blocks; -1 = u
 _lens = torch.tensor([10, 5])  # both last blocks partly filled
 _q = torch.randn(2, 8, 8)
 _out = paged_attention(_q, _kc, _vc, _tables, _lens)
+_kc_nan, _vc_nan = _kc.clone(), _vc.clone()
+_kc_nan[5, 2:], _vc_nan[5, 2:], _kc_nan[9, 1:], _vc_nan[9, 1:] = (float("nan"),) * 4  # unused slots
+assert torch.isfinite(paged_attention(_q, _kc_nan, _vc_nan, _tables, _lens)).all(), \
+    "NaN in a slot past the context length reached the output: 0 * NaN = NaN, so zero the unused values"
+assert torch.equal(paged_attention(_q, _kc_nan, _vc_nan, _tables, _lens), _out), \
+    "the content of unused slots changed the output"
 assert _out.shape == (2, 8, 8), f"expected (B, H, D) = (2, 8, 8), got {tuple(_out.shape)}"
 for _b in range(2):
     _blocks = _tables[_b][_tables[_b] >= 0]
@@ -846,8 +860,188 @@ print(f"dense {1e6 * dense_s:.0f} us, paged (PyTorch gather) {1e6 * paged_s:.0f}
       f"paged is {paged_s / dense_s:.1f}x the dense time on the same data")
 
 # %% [markdown]
-# ## 6. Prefix caching
-# ### 6. 前缀缓存
+# ## 6. Decoding through block tables
+# ### 6. 通过块表解码
+#
+# Everything so far ran on random tensors. The paged cache earns its keep only when the
+# model decodes through it, so this section plugs it into the engine. The engine asks a
+# cache that has a method `attend(layer, query, keys, values, positions)` to do the whole
+# attention step itself (`llmopt.engine.PagedAttentionCache`): it hands over the new
+# tokens' query, keys and values, already rotated by RoPE, and takes back the output.
+# A paged cache does three things there:
+#
+# 1. **Reserve** (once per step, at layer 0): each row of the batch is one sequence of
+#    the `PagedKVCache`; `append_slots` gives the slot mapping of its new tokens. Padding
+#    (position `NO_TOKEN`) gets no slot.
+# 2. **Write** (every layer): one scatter of the new keys and values through the slot
+#    mapping, `PagedKVCache.write`.
+# 3. **Read** (every layer): for a decode step, one query token per row, your
+#    `paged_attention` over the block tables and context lengths, so the past is read
+#    where it lies. A prefill step has many query tokens per row and a causal mask
+#    between them, which `paged_attention` does not handle; here it may gather each
+#    sequence into a dense tensor once and call your `attention`. Production engines
+#    use a paged prefill kernel instead; the prefill is one step of many, the copy is
+#    paid once.
+#
+# Then decoding is `Engine.generate` with this cache: the engine's loop already feeds
+# only the new tokens when a cache is given.
+#
+# **Exercise 6 · 练习6.** Write `PagedEngineCache` and `generate_paged`.
+
+# %% nbgrader={"grade": false, "grade_id": "paged_engine_solution", "locked": false, "schema_version": 3, "solution": true}
+class PagedEngineCache:
+    """The engine's cache seam over a PagedKVCache: batch row b is sequence seq_ids[b].
+
+    PagedEngineCache(paged_cache, seq_ids); the sequences must already exist in
+    paged_cache. engine.forward calls attend() once per layer and step:
+    query (B, H, T, D); keys, values (B, H_kv, T, D); positions (B, T) long, NO_TOKEN =
+    padding. Each row's real tokens continue its sequence: their positions are
+    seq_len, seq_len + 1, ... (else ValueError). attend() reserves their slots at layer 0
+    (append_slots), writes every layer's keys and values through the slot mapping, and
+    returns (B, H, T, D): for T == 1 from paged_attention over the block tables; for
+    T > 1 (prefill) it may gather each sequence and use `attention`. What a padding
+    query returns does not matter (finite).
+    """
+
+    def __init__(self, paged_cache, seq_ids):
+        ### BEGIN SOLUTION
+        self.paged = paged_cache
+        self.seq_ids = list(seq_ids)
+        self.slot_mapping = []  # this step's slots, real tokens in row-major order
+        ### END SOLUTION
+
+    def attend(self, layer, query, keys, values, positions):
+        ### BEGIN SOLUTION
+        real = positions >= 0  # (B, T)
+        if layer == 0:  # a new step: reserve the slots of every row's real tokens
+            self.slot_mapping = []
+            for row, seq in enumerate(self.seq_ids):
+                start, count = self.paged.seq_len(seq), int(real[row].sum())
+                if positions[row][real[row]].tolist() != list(range(start, start + count)):
+                    raise ValueError(f"row {row}: positions {positions[row].tolist()} do not continue "
+                                     f"sequence {seq!r} of length {start}")
+                self.slot_mapping += self.paged.append_slots(seq, count)
+        self.paged.write(layer, self.slot_mapping, keys.transpose(1, 2)[real],
+                         values.transpose(1, 2)[real])  # (N, H_kv, D) each
+        lengths = [self.paged.seq_len(seq) for seq in self.seq_ids]
+        if query.shape[2] == 1:  # decode: read the past where it lies
+            tables = [self.paged.block_table(seq) for seq in self.seq_ids]
+            width = max(len(table) for table in tables)
+            block_tables = torch.tensor([table + [-1] * (width - len(table)) for table in tables])
+            out = paged_attention(query[:, :, 0], self.paged.key_cache[layer],
+                                  self.paged.value_cache[layer], block_tables,
+                                  torch.tensor(lengths))  # (B, H, D)
+            return out[:, :, None]  # (B, H, 1, D)
+        # prefill: gather each sequence once into a dense, right-padded copy
+        batch, n_kv_heads, _, head_dim = keys.shape
+        longest = max(lengths)
+        dense_keys = keys.new_zeros(batch, n_kv_heads, longest, head_dim)
+        dense_values = keys.new_zeros(batch, n_kv_heads, longest, head_dim)
+        key_positions = torch.full((batch, longest), NO_TOKEN, dtype=torch.long)
+        for row, seq in enumerate(self.seq_ids):
+            row_keys, row_values = self.paged.gather(layer, seq)  # (L, H_kv, D)
+            dense_keys[row, :, :lengths[row]] = row_keys.transpose(0, 1)
+            dense_values[row, :, :lengths[row]] = row_values.transpose(0, 1)
+            key_positions[row, :lengths[row]] = torch.arange(lengths[row])
+        return attention(query, dense_keys, dense_values, positions, key_positions)
+        ### END SOLUTION
+
+
+def generate_paged(engine, input_ids, attention_mask, max_new_tokens, paged_cache):
+    """Greedy decoding with the KV in paged_cache: generate_with_cache's contract.
+
+    Row b of input_ids is sequence b (an int) of paged_cache: added here (it must not
+    exist yet) and left there on return, so the caller can look at its block table and
+    must free it. Returns (B, T + n) long, as engine.generate does.
+    """
+    ### BEGIN SOLUTION
+    seq_ids = list(range(len(input_ids)))
+    for seq in seq_ids:
+        paged_cache.add_sequence(seq)
+    return engine.generate(input_ids, attention_mask, max_new_tokens,
+                           kv_cache=PagedEngineCache(paged_cache, seq_ids))
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "paged_engine", "locked": true, "points": 8, "schema_version": 3, "solution": false}
+# A pool whose free blocks are scattered: sequences "x0".."x7" take one block each, and
+# the even ones are freed, so every new block comes from between two live ones.
+_pool = PagedKVCache(num_blocks=48, block_size=4, n_layers=len(W.layers), n_kv_heads=W.n_kv_heads,
+                     head_dim=W.head_dim)
+for _i in range(8):
+    _pool.add_sequence(f"x{_i}")
+    _pool.append_slots(f"x{_i}", 4)
+for _i in range(0, 8, 2):
+    _pool.free(f"x{_i}")
+_batch = tokenizer(["def main(argv):\n    ", "import os\n"], return_tensors="pt", padding=True)
+_want = model.generate(**_batch, do_sample=False, max_new_tokens=12)
+_got = generate_paged(engine, _batch.input_ids, _batch.attention_mask, 12, _pool)
+assert _got.tolist() == _want.tolist(), \
+    "tokens differ from transformers generate(do_sample=False): check the slot mapping and the read path"
+for _row in range(2):
+    _real = int(_batch.attention_mask[_row].sum()) + 12 - 1  # the last token is never fed back
+    assert _pool.seq_len(_row) == _real, \
+        f"sequence {_row} should hold {_real} tokens (real prompt + fed tokens), holds {_pool.seq_len(_row)}"
+    print(f"row {_row}: {_pool.seq_len(_row)} tokens in blocks {_pool.block_table(_row)}")
+    _pool.free(_row)
+print("Visible checks passed.")
+### BEGIN HIDDEN TESTS
+from grader import grade; grade("ch05_kv_cache/paged_engine")
+### END HIDDEN TESTS
+
+# %% [markdown]
+# The block tables printed above skip the blocks of the live sequences `x1`, `x3`, ...:
+# the tokens are the same as `transformers`', and the keys and values live wherever
+# the allocator found room. One more run, with a longer answer and a measurement: the
+# time per token of the three ways to decode that this chapter has built.
+
+# %%
+def tokens_per_second(decode, batch, new_tokens):
+    start = time.perf_counter()
+    with torch.no_grad():  # inference only
+        out = decode(batch, new_tokens)
+    return (out.shape[1] - batch.input_ids.shape[1]) * out.shape[0] / (time.perf_counter() - start), out
+
+
+plain_engine = Engine(W)  # no EOS: every row decodes all its tokens, as eos_token_id=None does
+
+
+def decode_paged(batch, new_tokens):
+    pool = PagedKVCache(num_blocks=256, block_size=16, n_layers=len(W.layers), n_kv_heads=W.n_kv_heads,
+                        head_dim=W.head_dim)
+    out = generate_paged(plain_engine, batch.input_ids, batch.attention_mask, new_tokens, pool)
+    for row in range(len(out)):
+        pool.free(row)
+    return out
+
+
+DECODE_TOKENS = 24 if SMALL else 96
+decode_batch = tokenizer(["def main(argv):\n    ", "import os\n", "class Stack:\n    def push(self, item):\n"],
+                         return_tensors="pt", padding=True)
+decoders = {
+    "transformers generate": lambda b, n: model.generate(**b, do_sample=False, max_new_tokens=n,
+                                                         eos_token_id=None),
+    "engine, contiguous cache": lambda b, n: generate_with_cache(plain_engine, b.input_ids,
+                                                                 b.attention_mask, n),
+    "engine, paged cache": decode_paged,
+}
+outputs = {}
+for name, decode in decoders.items():
+    rate, outputs[name] = tokens_per_second(decode, decode_batch, DECODE_TOKENS)
+    print(f"{name:26s} {rate:7.0f} tokens/s")
+print("paged tokens == transformers tokens:",
+      outputs["engine, paged cache"].tolist() == outputs["transformers generate"].tolist())
+
+# %% [markdown]
+# The paged path does the same arithmetic as the contiguous one plus bookkeeping: a block
+# table and a slot mapping per step, built in Python, and a gather of the blocks inside
+# `paged_attention`. On a small model on a CPU that bookkeeping is visible next to the
+# matrix products; what paging buys is not speed per step but memory, which section 8
+# turns into requests per GPU.
+
+# %% [markdown]
+# ## 7. Prefix caching
+# ### 7. 前缀缓存
 #
 # Chat requests repeat themselves: every turn of a conversation resends the system prompt
 # and the history. If the KV of a full block depends only on the tokens up to and
@@ -862,7 +1056,13 @@ print(f"dense {1e6 * dense_s:.0f} us, paged (PyTorch gather) {1e6 * paged_s:.0f}
 # evicted. Only full blocks are shared; the block holding the prompt's last token is
 # always computed afresh (its logits start the answer).
 #
-# **Exercise 6 · 练习6.** Write `chained_block_hashes` and `PrefixCache`.
+# The order in which a finished request frees its blocks is the order in which they
+# become evictable. Free them root first and the system prompt that every chat shares
+# is the first block evicted, although each later request needs it before any of its
+# descendants; free them **tail first** (as vLLM's V1 block manager does [@vllm-v1-kv-cache-manager])
+# and a request's private tail goes before the shared root.
+#
+# **Exercise 7 · 练习7.** Write `chained_block_hashes` and `PrefixCache`.
 
 # %% nbgrader={"grade": false, "grade_id": "prefix_cache_solution", "locked": false, "schema_version": 3, "solution": true}
 def chained_block_hashes(token_ids, block_size):
@@ -958,10 +1158,12 @@ class PrefixCache:
         ### END SOLUTION
 
     def free(self, block_table):
-        """One reference less per block; a block left unreferenced becomes evictable if
-        registered (most recently used last), else free."""
+        """One reference less per block, walking the table from its last block to its
+        first; a block left unreferenced becomes evictable if registered (most recently
+        used last), else free. Tail first: when memory runs short, a request's own last
+        blocks are evicted before the prefix it shares with others."""
         ### BEGIN SOLUTION
-        for block in block_table:
+        for block in reversed(block_table):  # the root of a shared prefix is released last
             if self.ref_counts[block] == 0:
                 raise DoubleFreeError(f"block {block} is not referenced")
             self.ref_counts[block] -= 1
@@ -1089,7 +1291,185 @@ print(f"{hit_tokens} of {len(second)} prompt tokens served from the cache; "
       f"tokens identical to transformers: {reused.tolist() == fresh.tolist()}")
 
 # %% [markdown]
-# ## Common pitfalls · 常见误区
+# ## 8. How many sequences fit: KV sizing and capacity
+# ### 8. 能容纳多少序列：KV大小与容量
+#
+# A serving GPU holds the weights once and the KV of every running sequence, so the
+# number of sequences it can batch is a division: the memory left for KV over the KV
+# one sequence needs. The numerator and the denominator both depend on the attention
+# layout:
+#
+# - **MHA** (multi-head attention): a key and a value of `head_dim` elements for every
+#   head, in every layer: $2 \times L \times H \times d \times$ bytes per element.
+# - **GQA** [@ainslie2023-gqa]: the same formula with the $H_{kv}$ KV heads instead of
+#   the $H$ query heads. Llama-3.1-8B has 32 layers, 8 KV heads of 128 dimensions
+#   [@meta2024-llama3]: $2 \times 32 \times 8 \times 128 \times 2$ bytes = 128 KiB per
+#   token in BF16.
+# - **MLA** (multi-head latent attention, DeepSeek-V3 [@deepseek2024-v3]): each layer
+#   caches one compressed latent of 512 elements, from which every head's keys and
+#   values are re-projected, plus one 64-element RoPE key shared by all heads. No
+#   separate values, no per-head copies: $61 \times (512 + 64) \times 2$ bytes.
+# - **FP8 KV**: the same shapes at 1 byte per element instead of 2.
+#
+# The denominator is in blocks, not tokens: a sequence of $n$ tokens holds
+# $\lceil n / \text{block\_size} \rceil$ blocks. The numerator is the simulator's block
+# pool, `CostModel.kv_blocks`: like vLLM, the engine may use a fraction of device
+# memory (0.9 by default [@vllm-v1-kv-cache-manager]); the weights come first, and the
+# rest is cut into blocks. `LLAMA3_8B.weight_bytes` counts the 15.0 GB of weights a step
+# reads; the input embedding table (128,256 × 4,096 × 2 bytes, not tied to the LM head
+# in Llama-3.1-8B [@meta2024-llama3]) stays resident too, so it is passed as
+# `other_bytes`. The device capacities are the datasheets': 80 GB for the H100 SXM
+# [@nvidia-h100-datasheet] and 141 GB for the H200 [@nvidia-h200-datasheet].
+#
+# **Exercise 8 · 练习8.** Write `kv_bytes_per_token`, `mla_kv_bytes_per_token` and
+# `max_concurrent_sequences`.
+
+# %% nbgrader={"grade": false, "grade_id": "kv_sizing_solution", "locked": false, "schema_version": 3, "solution": true}
+def kv_bytes_per_token(n_layers, n_kv_heads, head_dim, bytes_per_element=2):
+    """Bytes of KV cache per token with MHA (n_kv_heads = n_heads) or GQA: a key and a
+    value of head_dim elements per KV head, in every layer. An int."""
+    ### BEGIN SOLUTION
+    return 2 * n_layers * n_kv_heads * head_dim * bytes_per_element
+    ### END SOLUTION
+
+
+def mla_kv_bytes_per_token(n_layers, latent_dim, rope_dim, bytes_per_element=2):
+    """Bytes of KV cache per token with multi-head latent attention: per layer, one
+    compressed latent of latent_dim elements and one RoPE key of rope_dim elements,
+    both shared by every head. An int."""
+    ### BEGIN SOLUTION
+    return n_layers * (latent_dim + rope_dim) * bytes_per_element
+    ### END SOLUTION
+
+
+def max_concurrent_sequences(hardware, model, context_len, block_size=16, memory_fraction=0.9,
+                             other_bytes=0.0):
+    """How many sequences of context_len tokens the KV pool of `model` (a
+    llmopt.simulator.ModelProfile) on `hardware` (a HardwareProfile) holds at once.
+
+    The pool is CostModel(hardware, model).kv_blocks(block_size, memory_fraction,
+    other_bytes) blocks; a sequence holds ceil(context_len / block_size) of them. An int.
+    """
+    ### BEGIN SOLUTION
+    blocks = CostModel(hardware, model).kv_blocks(block_size, memory_fraction, other_bytes)
+    return blocks // -(-context_len // block_size)
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "kv_sizing", "locked": true, "points": 6, "schema_version": 3, "solution": false}
+assert kv_bytes_per_token(32, 8, 128) == 131072, "Llama-3.1-8B in BF16 stores 128 KiB of KV per token"
+assert kv_bytes_per_token(32, 8, 128, bytes_per_element=1) == 65536, "FP8 KV halves it"
+assert mla_kv_bytes_per_token(61, 512, 64) == 70272, "DeepSeek-V3's MLA: 61 x (512 + 64) x 2 bytes"
+_tiny = ModelProfile("tiny", weight_bytes=1e9, flops_per_token=1e9, kv_bytes_per_token=1000, n_layers=1,
+                     attention_width=64)
+_tiny_gpu = HardwareProfile("tiny GPU", 1e12, 1e12, memory_bytes=2e9)
+# 0.9 x 2e9 - 1e9 = 8e8 bytes: 50,000 blocks of 16 tokens; a 100-token sequence holds 7 blocks
+assert max_concurrent_sequences(_tiny_gpu, _tiny, 100) == 7142, \
+    "count blocks, not tokens: a 100-token sequence holds ceil(100 / 16) = 7 blocks"
+print("Visible checks passed.")
+### BEGIN HIDDEN TESTS
+from grader import grade; grade("ch05_kv_cache/kv_sizing")
+### END HIDDEN TESTS
+
+# %% [markdown]
+# The numbers for one model, Llama-3.1-8B with BF16 weights, at 8k context:
+
+# %%
+EMBEDDING_BYTES = 128256 * 4096 * 2  # Llama-3.1-8B's input embedding table, BF16, resident
+CONTEXT = 8192
+layouts = {
+    "MHA, 32 heads (Llama-2-7B shape)": kv_bytes_per_token(32, 32, 128),
+    "GQA, 8 KV heads (Llama-3.1-8B)": kv_bytes_per_token(32, 8, 128),
+    "GQA, FP8 KV": kv_bytes_per_token(32, 8, 128, bytes_per_element=1),
+    "MLA (DeepSeek-V3, 61 layers)": mla_kv_bytes_per_token(61, 512, 64),
+}
+for name, per_token in layouts.items():
+    print(f"{name:34s} {per_token / 1024:6.1f} KiB per token, {per_token * CONTEXT / 1e9:5.2f} GB per "
+          f"{CONTEXT}-token sequence")
+print()
+capacity = {}
+for kv_name, per_token in (("BF16 KV", kv_bytes_per_token(32, 8, 128)),
+                           ("FP8 KV", kv_bytes_per_token(32, 8, 128, bytes_per_element=1))):
+    profile = dataclasses.replace(LLAMA3_8B, kv_bytes_per_token=per_token)
+    for gpu in (H100_SXM, H200):
+        capacity[kv_name, gpu.name] = max_concurrent_sequences(gpu, profile, CONTEXT, other_bytes=EMBEDDING_BYTES)
+        blocks = CostModel(gpu, profile).kv_blocks(16, 0.9, EMBEDDING_BYTES)
+        print(f"Llama-3.1-8B, {kv_name}, {gpu.name:8s} ({gpu.memory_bytes / 1e9:.0f} GB): {blocks:6d} blocks "
+              f"of 16 -> {capacity[kv_name, gpu.name]:3d} sequences of {CONTEXT} tokens")
+
+# %% [markdown]
+# The H200's extra 61 GB all go to KV (the weights are the same 16 GB), so it holds about
+# twice the H100's sequences; FP8 KV doubles both. These are upper bounds: a real engine
+# also reserves activation memory and CUDA-graph buffers, which vLLM measures at
+# start-up [@vllm-v1-kv-cache-manager].
+
+# %% [markdown]
+# ## 9. Questions
+# ### 9. 思考题
+#
+# Answer each question with a number in the cell below (the grader computes the answers
+# itself; a relative error of 1 % is accepted unless the question says otherwise). Use
+# the functions of this chapter or a pencil. The grader runs the answer cell with the
+# setup and exercise cells only, not the demonstrations: compute from those, or write
+# the number.
+#
+# **Q1 · 分页带来的容量.** Llama-3.1-8B, BF16 weights and KV, on one H100 SXM: the pool of
+# section 8 (memory fraction 0.9, the embedding table as `other_bytes`, blocks of 16
+# tokens). A contiguous cache must reserve the maximum context, 8,192 tokens, for every
+# request. The requests of a chat service hold 1,000 tokens each at their longest. How
+# many times more requests can run at once with paging than with the contiguous cache?
+# (Count whole requests on both sides; 3 % tolerance.)
+#
+# **Q2 · MLA 节省多少.** How many times fewer KV bytes per token does DeepSeek-V3's MLA
+# store than a GQA layout with Llama-3.1-8B's KV shape (8 KV heads of 128 dimensions)
+# over the same 61 layers, both in BF16?
+#
+# **Q3 · 前缀命中节省的预填充.** Every request of a trace has a 2,000-token prompt whose
+# first 1,500 tokens are already in the prefix cache of section 7 (blocks of 16 tokens).
+# What fraction of each prompt's prefill tokens does the cache save? (Absolute error
+# 0.002.)
+
+# %% nbgrader={"grade": false, "grade_id": "questions_solution", "locked": false, "schema_version": 3, "solution": true}
+### BEGIN SOLUTION
+_blocks = CostModel(H100_SXM, LLAMA3_8B).kv_blocks(16, 0.9, other_bytes=128256 * 4096 * 2)
+ANSWER_PAGING_CAPACITY_GAIN = (_blocks // math.ceil(1000 / 16)) / (_blocks // (8192 // 16))
+ANSWER_MLA_SAVING = kv_bytes_per_token(61, 8, 128) / mla_kv_bytes_per_token(61, 512, 64)
+ANSWER_PREFILL_SAVED_FRACTION = (1500 // 16) * 16 / 2000  # only full blocks are shared
+### END SOLUTION
+
+# %% nbgrader={"grade": true, "grade_id": "questions", "locked": true, "points": 6, "schema_version": 3, "solution": false}
+for _name in ("ANSWER_PAGING_CAPACITY_GAIN", "ANSWER_MLA_SAVING", "ANSWER_PREFILL_SAVED_FRACTION"):
+    assert isinstance(globals().get(_name), (int, float)) and not isinstance(globals()[_name], bool), \
+        f"{_name} must be a number"
+assert 0 < ANSWER_PREFILL_SAVED_FRACTION < 1, "a fraction of the prefill lies between 0 and 1"
+print(f"Q1 {ANSWER_PAGING_CAPACITY_GAIN:.2f}x, Q2 {ANSWER_MLA_SAVING:.2f}x, Q3 {ANSWER_PREFILL_SAVED_FRACTION:.3f}")
+### BEGIN HIDDEN TESTS
+from grader import grade; grade("ch05_kv_cache/questions")
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ## Chapter summary · 本章小结
+#
+# ### Summary · 小结
+#
+# - A decoder's past is its keys and values. Recomputing them costs a forward pass over
+#   the whole prefix per token; a **contiguous cache** turns a step into one token's pass,
+#   and the speed-up measured in section 2 grows with the sequence length.
+# - A contiguous cache must reserve the longest possible sequence up front. **Paging**
+#   stores KV in fixed blocks named by a block table, so a sequence wastes at most one
+#   block's tail; reference counts let sequences share blocks, and copy-on-write keeps
+#   them apart when one of them writes.
+# - **Paged attention** reads the past through the block table; the slots of a block past
+#   the context length must be ignored even when they hold NaN.
+# - Through the engine's `attend` seam, the course model decodes from a scattered block
+#   pool token for token as `transformers` does (section 6).
+# - A **prefix cache** names a full block by a hash chained over its whole prefix, reuses
+#   it across requests, evicts the least recently used unreferenced block, and frees a
+#   request's blocks tail first so that shared roots live longest.
+# - **Capacity** is a division in blocks: memory left after the weights over the blocks
+#   one sequence holds. GQA, MLA and FP8 KV shrink the denominator (section 8).
+#
+# ### Common pitfalls · 常见误区
 #
 # Each pitfall below runs the buggy variant next to yours and shows it failing.
 #
@@ -1159,42 +1539,89 @@ shared.write(0, shared.append_slots("next", 4), torch.zeros(4, 1, 1), torch.zero
 print("with reference counts, the parent still reads", shared.gather(0, "parent")[0].flatten().tolist())
 
 # %% [markdown]
-# ## Practical checklist · 实战检查清单
+# **5. Masking the scores of unused slots but not their values.** A weight of exactly 0
+# still multiplies the value in the slot, and $0 \times \text{NaN} = \text{NaN}$: one
+# uninitialised slot past the context length poisons the whole output.
+
+# %%
+poisoned_values = torch.randn(2, 4, 1, 8)  # 2 blocks of 4 slots, 1 KV head, head_dim 8
+poisoned_values[1, 2:] = float("nan")  # slots 6 and 7: past the context length of 6
+keys_demo, query_demo = torch.randn(2, 4, 1, 8), torch.randn(1, 1, 8)
+table_demo, length_demo = torch.tensor([[0, 1]]), torch.tensor([6])
+scores_demo = (query_demo[0, 0] @ keys_demo.flatten(0, 1)[:, 0].T).masked_fill(torch.arange(8) >= 6, float("-inf"))
+print("scores masked only:", (torch.softmax(scores_demo, -1) @ poisoned_values.flatten(0, 1)[:, 0]).isnan().any().item(),
+      "-> NaN; values zeroed too:",
+      paged_attention(query_demo, keys_demo, poisoned_values, table_demo, length_demo).isnan().any().item())
+
+# %% [markdown]
+# ### Practical checklist · 实战检查清单
 #
 # - [ ] Positions, not indices: RoPE and the causal mask of a decode step use each token's
 #   real position (and left padding shifts it per row).
 # - [ ] GQA: query head $h$ reads KV head $h \,/\!/\, (H/H_{kv})$: `repeat_interleave`.
 # - [ ] Check the cache against generation without it, token for token, on padded batches.
 # - [ ] Size KV memory from bytes per token: $2 \times$ layers $\times$ KV heads $\times$
-#   head_dim $\times$ bytes per element, times the tokens you will hold.
+#   head_dim $\times$ bytes per element (MLA: layers $\times$ (latent + RoPE key) $\times$
+#   bytes), and count a sequence in whole blocks.
 # - [ ] Paged: blocks are reference-counted; copy a shared partial block before writing.
+# - [ ] Paged attention: zero (or never load) the slots past the context length.
 # - [ ] After every request is freed, every block is free again (no leak).
 # - [ ] Prefix cache: chain the hashes over the whole prefix; never share the block that
-#   holds the prompt's last token; evict unreferenced blocks least recently used first.
+#   holds the prompt's last token; free a request's blocks tail first; evict unreferenced
+#   blocks least recently used first.
 # - [ ] Report cache hit rate and prefill tokens saved on *your* traffic before you count
 #   on them.
 #
-# ## ROI box · ROI计算框
+# ### ROI formula · ROI计算公式
 #
-# The cache multiplies decode throughput by the measured per-token speed-up $s$ (above,
-# at the longest length measured). With the chapter-1 formula,
+# What paging buys is requests per GPU, and what a prefix cache buys is prefill. Both
+# enter the chapter-1 formula for the cost of a million tokens,
 #
-# $$c = \frac{\text{GPUs} \times \text{USD per GPU-hour}}{\text{tokens/s} \times 3600 \times \text{utilisation}} \times 10^6,
-# \qquad c_\text{cached} = c / s.$$
+# $$c = \frac{\text{GPUs} \times \text{USD per GPU-hour}}{\text{tokens/s} \times 3600 \times \text{utilisation}} \times 10^6,$$
 #
-# The GPU price and the baseline throughput below are **assumptions for illustration**;
-# the speed-up is the one measured on this machine for the course model, and a large
-# model's will differ: measure yours.
+# through the tokens per second. Take Llama-3.1-8B in BF16 on one H100 SXM with the pool
+# of section 8. A contiguous cache that reserves 8,192 tokens per request runs as many
+# requests as section 8 computed; paging runs as many as the requests' real lengths
+# allow, here 1,000 tokens each (Q1). The decode throughput of each batch comes from the
+# simulator's roofline, a bound and not a prediction (chapter 6 puts measurements beside
+# it): each step reads the weights once and every sequence's KV. The GPU price is an
+# **assumption for illustration**.
 
 # %%
 def cost_per_million_tokens(tokens_per_second, gpu_hourly_usd, utilization=1.0, num_gpus=1):
     return num_gpus * gpu_hourly_usd / (tokens_per_second * 3600 * utilization) * 1e6
 
 
-ASSUMED_GPU_HOURLY_USD = 2.50  # an assumption: your provider's price per GPU-hour
-ASSUMED_RECOMPUTE_TOK_S = 100.0  # an assumption: aggregate tokens/s without a KV cache
-without = cost_per_million_tokens(ASSUMED_RECOMPUTE_TOK_S, ASSUMED_GPU_HOURLY_USD, utilization=0.6)
-with_cache = cost_per_million_tokens(ASSUMED_RECOMPUTE_TOK_S * CACHE_SPEEDUP, ASSUMED_GPU_HOURLY_USD,
-                                     utilization=0.6)
-print(f"without a KV cache: {without:.2f} USD per 1M tokens; with it ({CACHE_SPEEDUP:.0f}x per token "
-      f"at length {lengths[-1]}): {with_cache:.3f} USD per 1M tokens")
+ASSUMED_GPU_HOURLY_USD = 2.50  # an assumption: your provider's price per H100-hour
+MEAN_LEN, RESERVED_LEN = 1000, 8192
+h100 = CostModel(H100_SXM, LLAMA3_8B)
+pool_blocks = h100.kv_blocks(16, 0.9, EMBEDDING_BYTES)
+rates = {}
+for name, batch in (("contiguous, 8,192 reserved", pool_blocks // (RESERVED_LEN // 16)),
+                    ("paged, blocks of 16", pool_blocks // math.ceil(MEAN_LEN / 16))):
+    rates[name] = batch / h100.step_time([(1, MEAN_LEN)] * batch)  # tokens/s, roofline
+    print(f"{name:27s} {batch:4d} sequences, {rates[name]:7,.0f} tokens/s, "
+          f"{cost_per_million_tokens(rates[name], ASSUMED_GPU_HOURLY_USD):.3f} USD per 1M tokens")
+print(f"paging: {rates['paged, blocks of 16'] / rates['contiguous, 8,192 reserved']:.1f}x the tokens per "
+      f"second for the same GPU-hour")
+
+PROMPT_LEN, CACHED = 2000, (1500 // 16) * 16  # Q3's request
+prefill_s = h100.step_time([(PROMPT_LEN, 0)])
+prefill_hit_s = h100.step_time([(PROMPT_LEN - CACHED, CACHED)])
+print(f"prefill of a {PROMPT_LEN}-token prompt: {1e3 * prefill_s:.1f} ms from scratch, "
+      f"{1e3 * prefill_hit_s:.1f} ms with {CACHED} tokens cached (roofline); the chat trace of "
+      f"section 7 saved {saved_tokens / prompt_tokens:.0%} of its prefill tokens")
+
+# %% [markdown]
+# Eight times the sequences do not make eight times the tokens: every sequence in the
+# batch adds its KV to the bytes each step reads, so the step grows with the batch.
+# Paging's gain is the capacity to batch; how much of it becomes throughput depends on
+# how much of each step is weights and how much is KV, which is what the next chapter's
+# scheduler and simulator work with.
+
+# %% [markdown]
+# ## Serving benchmark · 服务基准测试
+#
+# *Placeholder (to be filled by the lead):* this section will replay a chat trace through
+# `transformers.generate` and the course engine built in this chapter, and report tokens
+# per second, TTFT/TPOT percentiles and goodput side by side.

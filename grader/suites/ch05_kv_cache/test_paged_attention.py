@@ -33,6 +33,29 @@ def test_single_token_context(student):
     check(student.paged_attention(q, kc, vc, tables, lens), dense_oracle(q, kc, vc, tables, lens), "length 1")
 
 
+def test_unused_slots_hold_nan(student):
+    """slots past the context length (in a sequence's last block and in unused table
+    entries) hold NaN: the output must not change (vLLM zeroes them; 0 * NaN is NaN)"""
+    gen = torch.Generator().manual_seed(508)
+    for config in CONFIGS:
+        q, kc, vc, tables, lens = random_layout(gen, *config)
+        block_size = kc.shape[1]
+        for b in range(len(lens)):
+            used = -(-int(lens[b]) // block_size)
+            last = int(tables[b, used - 1])
+            filled = int(lens[b]) - (used - 1) * block_size
+            kc[last, filled:], vc[last, filled:] = float("nan"), float("nan")
+        in_tables = set(tables[tables >= 0].tolist())
+        for block in range(len(kc)):  # blocks no sequence uses; tables' -1 may read any of them
+            if block not in in_tables:
+                kc[block], vc[block] = float("nan"), float("nan")
+        got = student.paged_attention(q, kc, vc, tables, lens)
+        assert isinstance(got, torch.Tensor) and bool(torch.isfinite(got).all()), (
+            f"config {config}: a NaN in a slot past the context length reached the output. Masking the "
+            f"scores is not enough: the weight 0 times a NaN value is NaN; zero the unused values")
+        check(got, dense_oracle(q, kc, vc, tables, lens), f"unused slots hold NaN, config {config}")
+
+
 @pytest.mark.points(2)
 @pytest.mark.fresh_worker
 @pytest.mark.timeout(120)

@@ -74,6 +74,26 @@ def test_out_of_blocks(student):
     assert cache.num_free_blocks() == 3
 
 
+@pytest.mark.points(2)
+def test_shared_root_survives_eviction(student):
+    """free() releases a request's blocks tail first: under eviction pressure a finished
+    request's private tail is evicted before the system prompt that others share"""
+    block_size = 2
+    cache = student.PrefixCache(8, block_size)
+    system = [11, 12, 13, 14]  # two full blocks that every chat starts with
+    first, _ = cache.allocate(system + [21, 22, 23, 24, 25])  # 2 shared + 2 private full + 1 partial
+    cache.free(first)
+    assert cache.num_free_blocks() == 8, "after the only request is freed every block is free or evictable"
+    other, _ = cache.allocate([90 + i for i in range(11)])  # 6 blocks: 4 free + 2 evicted
+    cache.free(other)
+    table, cached = cache.allocate(system + [31, 32, 33])
+    assert cached == len(system), (
+        f"the shared system prompt should still be cached after 2 evictions, found {cached} of its "
+        f"{len(system)} tokens: free a request's blocks from its last to its first, so that its private "
+        f"tail becomes least recently used before the root it shares")
+    cache.free(table)
+
+
 def chat_trace(seed, sessions, turns, vocab):
     rng = random.Random(seed)
     system = [rng.randrange(vocab) for _ in range(21)]

@@ -1,0 +1,45 @@
+"""The chapter's questions (思考题): answers are numbers in ANSWER_* names; the judge
+computes each answer itself."""
+import math
+
+import pytest
+
+
+def answer(student, name):
+    value = getattr(student, name).value()
+    assert isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value), (
+        f"{name} must be a number, got {value!r}"[:200])
+    return float(value)
+
+
+@pytest.mark.points(2)
+def test_paging_capacity_gain(student):
+    """Q1: how many more requests paging runs at once than an 8,192-token reservation"""
+    from llmopt.simulator import H100_SXM, LLAMA3_8B, CostModel
+
+    blocks = CostModel(H100_SXM, LLAMA3_8B).kv_blocks(16, 0.9, other_bytes=128256 * 4096 * 2)
+    want = (blocks // math.ceil(1000 / 16)) / (blocks // (8192 // 16))
+    got = answer(student, "ANSWER_PAGING_CAPACITY_GAIN")
+    assert abs(got - want) <= 0.03 * want, (
+        f"ANSWER_PAGING_CAPACITY_GAIN = {got:g} is not right: count the blocks the pool holds, then the "
+        f"whole requests of each kind that fit")
+
+
+@pytest.mark.points(2)
+def test_mla_saving(student):
+    """Q2: GQA (8 KV heads of 128) over MLA's KV bytes per token, 61 layers, BF16"""
+    want = (2 * 61 * 8 * 128 * 2) / (61 * (512 + 64) * 2)
+    got = answer(student, "ANSWER_MLA_SAVING")
+    assert abs(got - want) <= 0.01 * want, (
+        f"ANSWER_MLA_SAVING = {got:g} is not right: MLA caches one latent and one RoPE key per layer, "
+        f"no separate values")
+
+
+@pytest.mark.points(2)
+def test_prefill_saved_fraction(student):
+    """Q3: the fraction of a 2,000-token prompt's prefill saved by 1,500 cached tokens"""
+    want = (1500 // 16) * 16 / 2000
+    got = answer(student, "ANSWER_PREFILL_SAVED_FRACTION")
+    assert abs(got - want) <= 0.002, (
+        f"ANSWER_PREFILL_SAVED_FRACTION = {got:g} is not right: which cached tokens can a request "
+        f"actually reuse?")
