@@ -6,6 +6,7 @@
   python -m grader build [CHAPTER ...]       notebooks from their twins, then release/
   python -m grader solutions [CHAPTER ...]   executed reference notebooks in solutions/
   python -m grader demo [--course-dir DIR]   grade the demo class and print its table
+  python -m grader leaderboard CHAPTER [--course-dir DIR]   the class ranking a suite records
 """
 
 from __future__ import annotations
@@ -114,6 +115,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from grader.leaderboard import print_ranking, ranking
+
+    print_ranking(ranking(args.chapter, Path(args.course_dir).resolve()))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m grader", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -138,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=text)
         p.add_argument("chapters", nargs="*", help="only these chapters (default: all)")
         p.set_defaults(run=run)
+    p = sub.add_parser("leaderboard", help="class ranking from the autograded notebooks")
+    p.add_argument("chapter")
+    p.add_argument("--course-dir", default=str(course_config.ROOT))
+    p.set_defaults(run=cmd_leaderboard)
     p = sub.add_parser("demo", help="grade the demo class in a scratch course directory")
     p.add_argument("--course-dir", default=str(course_config.ROOT / "build" / "demo_course"))
     p.set_defaults(run=cmd_demo)

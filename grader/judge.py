@@ -37,6 +37,7 @@ class TestResult:
     status: str
     message: str = ""
     seconds: float = 0.0
+    leaderboard: dict | None = None  # {"metric", "value", "unit"}: a number the suite ranks the class by
 
     @property
     def earned(self) -> float:
@@ -315,7 +316,21 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         return
     if report.when == "call" or status != "passed":
         records[item.nodeid] = asdict(TestResult(_describe(item), points, status, message,
-                                                 round(report.duration, 3)))
+                                                 round(report.duration, 3), _leaderboard(item)))
+
+
+def _leaderboard(item: pytest.Item) -> dict | None:
+    """The number a suite recorded for the class ranking, `record_property("leaderboard",
+    {"metric": str, "value": float, "unit": str})`: suites run here, in the judge, and
+    compute it from the replay, so it is the judge's number; anything else is dropped."""
+    board = dict(item.user_properties).get("leaderboard")
+    try:
+        value = float(board["value"])
+        if value != value or value in (float("inf"), float("-inf")):
+            return None
+        return {"metric": str(board["metric"])[:80], "value": value, "unit": str(board.get("unit", ""))[:20]}
+    except (TypeError, KeyError, ValueError):
+        return None
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:

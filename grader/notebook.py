@@ -111,6 +111,9 @@ def render(result: SuiteResult, points: float) -> tuple[str, float]:
         got = share if t.status == "passed" else 0.0
         tail = "blocked" if t.status == "blocked" else f"{got:.2f} / {share:.2f}"
         lines.append(f"  {STATUS_MARK.get(t.status, '?')} {t.status:<8} {tail:>11}  {t.name}")
+        if t.leaderboard:
+            lines.append(f"        leaderboard: {t.leaderboard['metric']} = {t.leaderboard['value']:.4g} "
+                         f"{t.leaderboard['unit']}".rstrip())
         message = t.message.strip()
         if message in shown:  # one cause, one explanation: the first test that hit it has it
             message = "(the same as above)"
@@ -124,6 +127,11 @@ def write_result(cell, result: SuiteResult, points: float) -> float:
     """Replace the cell's outputs with the judge's verdict: feedback text, then the score
     as the execute_result nbgrader reads for partial credit."""
     text, score = render(result, points)
+    boards = [t.leaderboard for t in result.tests if t.leaderboard]
+    if boards:  # kept in the autograded notebook for `python -m grader leaderboard`
+        cell.metadata["leaderboard"] = boards[0]
+    else:
+        cell.metadata.pop("leaderboard", None)
     cell.outputs = [
         nbformat.v4.new_output("stream", name="stdout", text=text),
         nbformat.v4.new_output("execute_result", data={"text/plain": repr(float(score))},

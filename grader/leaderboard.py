@@ -1,0 +1,56 @@
+"""The class ranking of a chapter: `python -m grader leaderboard CHAPTER [--course-dir DIR]`.
+
+A suite that ranks the class records one number per submission in the judge
+(`record_property("leaderboard", {...})`, see `grader.judge._leaderboard`); the judge
+writes it into the graded cell's metadata of the autograded notebook
+(`grader.notebook.write_result`), which nbgrader keeps in
+`autograded/<student>/<chapter>/<notebook>.ipynb`. This module reads those back: no
+second store, and a regrade replaces the number with the score.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+
+import course_config
+
+
+def ranking(chapter_key: str, course_dir: Path) -> list[dict]:
+    """One row per (student, graded cell with a leaderboard number), best first."""
+    chapter = course_config.chapter(chapter_key)
+    rows = []
+    for folder in sorted((course_dir / "autograded").glob(f"*/{chapter.slug}")):
+        for name in chapter.notebooks:
+            path = folder / f"{name}.ipynb"
+            try:
+                nb = nbformat.read(path, as_version=4)
+            except Exception:  # missing or unreadable: that student has no entry
+                continue
+            for cell in nb.cells:
+                board = cell.metadata.get("leaderboard")
+                if not isinstance(board, dict):
+                    continue
+                try:
+                    value = float(board["value"])
+                except (KeyError, TypeError, ValueError):
+                    continue
+                rows.append({"student": folder.parent.name, "cell": cell.metadata.get("nbgrader", {}).get("grade_id", "?"),
+                             "metric": str(board.get("metric", "")), "value": value,
+                             "unit": str(board.get("unit", ""))})
+    rows.sort(key=lambda r: (r["cell"], -r["value"], r["student"]))
+    return rows
+
+
+def print_ranking(rows: list[dict]) -> None:
+    if not rows:
+        print("(no leaderboard numbers: autograde the chapter first; only suites that rank record one)")
+        return
+    cell = None
+    for row in rows:
+        if row["cell"] != cell:
+            cell, rank = row["cell"], 0
+            print(f"{cell}: {row['metric']} ({row['unit']}), higher is better")
+        rank += 1
+        print(f"  {rank:>3}. {row['student']:<24} {row['value']:10.4g}")
