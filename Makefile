@@ -79,6 +79,13 @@ grade: setup
 	$(PY) -m grader autograde $(CHAPTER)
 	$(PY) -m grader report
 
+# The serving benchmark on the reference components (tools/bench_serving.py): a 32-request
+# chat trace through transformers.generate and the course engine, on 2 torch threads.
+# Its last two lines are the batch-1 and the trace speed-up over one-at-a-time generate.
+.PHONY: bench
+bench: setup
+	$(PY) tools/bench_serving.py --threads 2
+
 # Whoever has a GPU: every GPU-only check, one table (blocked rows without CUDA).
 .PHONY: gpu-check
 gpu-check: setup
