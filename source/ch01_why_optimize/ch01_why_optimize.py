@@ -437,6 +437,10 @@ plt.show()
 # factor that compounds to it over those 8 years.
 
 # %% nbgrader={"grade": false, "grade_id": "q_headline_solution", "locked": false, "schema_version": 3, "solution": true}
+# Replace each ... by your answer (and delete the `raise` line below).
+ANSWER_HEADLINE_MEASURES = ...  # (a) one letter, "A" to "D"
+ANSWER_HEADLINE_FACTOR = ...  # (b) tokens per MW-year in 2024 over the same in 2016
+ANSWER_HEADLINE_ANNUAL_FACTOR = ...  # (c) the constant factor per year
 ### BEGIN SOLUTION
 ANSWER_HEADLINE_MEASURES = "B"
 ANSWER_HEADLINE_FACTOR = ((NVIDIA_DATA_CENTRE_CHART[2024][1] / NVIDIA_DATA_CENTRE_CHART[2024][2])
@@ -469,6 +473,9 @@ ENERGY_SHARE_OF_COST = 0.10  # an assumption for question 2
 ENERGY_GAIN = 50_000  # the chart's label
 
 # %% nbgrader={"grade": false, "grade_id": "q_energy_share_solution", "locked": false, "schema_version": 3, "solution": true}
+# Replace each ... by your answer (and delete the `raise` line below).
+ANSWER_COST_FALL_FACTOR = ...  # (a) cost per token before over cost after
+ANSWER_ENERGY_SHARE_FOR_10X = ...  # (b) a fraction, e.g. 0.25 for 25 %
 ### BEGIN SOLUTION
 ANSWER_COST_FALL_FACTOR = 1 / ((1 - ENERGY_SHARE_OF_COST) + ENERGY_SHARE_OF_COST / ENERGY_GAIN)
 # 1 / ((1 - e) + e / G) = 10  <=>  e (1 - 1/G) = 1 - 1/10
@@ -502,6 +509,9 @@ CLAIM_HORIZON_MONTHS = 12
 CLAIM_MONTHLY_BILL_USD = 600_000
 
 # %% nbgrader={"grade": false, "grade_id": "q_roi_claim_solution", "locked": false, "schema_version": 3, "solution": true}
+# Replace each ... by your answer (and delete the `raise` line below).
+ANSWER_MIN_MONTHLY_BILL_USD = ...  # (a) USD per month
+ANSWER_SPEEDUP_NEEDED = ...  # (b) the end-to-end speed-up s
 ### BEGIN SOLUTION
 # ROI = (H B (1 - 1/s) - E) / E  =>  B (1 - 1/s) = (ROI + 1) E / H; the bound is s -> infinity
 needed_savings = (CLAIM_ROI + 1) * CLAIM_COST_USD / CLAIM_HORIZON_MONTHS
