@@ -12,7 +12,12 @@ card and the date in VALIDATION.md. What it checks:
    (cell sources are registered for `inspect`);
 4. the device calibration (copy bandwidth, matmul rates) on CUDA;
 5. chapter 5's hidden suites on the reference solution, the Triton bandwidth check
-   included (its measured fraction of the calibrated copy bandwidth is printed).
+   included (its measured fraction of the calibrated copy bandwidth is printed);
+6. chapter 5's reference Triton paged-attention kernel: K/V bytes read per second at 8k
+   context (batch 8 and 64, 32 query / 8 KV heads, head_dim 128, fp16, block 16) as a
+   fraction of the calibrated copy bandwidth, beside dense sdpa on the same data, and a
+   small sweep of its tuning knobs at batch 8; fails below 70 %;
+7. chapter 5's GPU-only negative controls (controls/gpu_only/) score less than full marks.
 """
 
 from __future__ import annotations
@@ -103,12 +108,99 @@ def check_chapter5_suites() -> str:
     return summary
 
 
+def _chapter5_reference() -> dict:
+    """The setup, PyTorch and Triton paged-attention cells of chapter 5's reference notebook,
+    run here (trusted code). @triton.jit reads its function's source: cells go in linecache."""
+    import linecache
+
+    import nbformat
+
+    from grader.notebook import student_cells
+
+    nb = nbformat.read(ROOT / "source" / "ch05_kv_cache" / "ch05_kv_cache.ipynb", as_version=4)
+    namespace: dict = {"__name__": "ch05_reference"}
+    for cell in student_cells(nb):
+        if cell["name"] in (repr("setup"), repr("paged_attention_solution"), repr("paged_attention_triton_solution")):
+            filename = f"<ch05 reference, cell {cell['name']}>"
+            linecache.cache[filename] = (len(cell["source"]), None, cell["source"].splitlines(True), filename)
+            exec(compile(cell["source"], filename, "exec"), namespace)
+    return namespace
+
+
+def check_triton_paged_attention_bandwidth(goal: float = 0.70) -> str:
+    from triton.testing import do_bench
+
+    from llmopt.device import calibrate
+
+    ref = _chapter5_reference()
+    copy = calibrate("cuda").copy_bytes_per_s
+    context, block, n_heads, n_kv_heads, head_dim = 8192, 16, 32, 8, 128
+    notes, shortfalls = [], []
+    for batch in (8, 64):
+        blocks = batch * context // block
+        key_cache = torch.randn(blocks, block, n_kv_heads, head_dim, device="cuda", dtype=torch.float16)
+        value_cache = torch.randn_like(key_cache)
+        tables = torch.randperm(blocks, device="cuda").view(batch, -1)  # shuffled blocks
+        lens = torch.full((batch,), context, device="cuda")
+        query = torch.randn(batch, n_heads, head_dim, device="cuda", dtype=torch.float16)
+        args = (query, key_cache, value_cache, tables, lens)
+        k = key_cache[tables].flatten(1, 2).transpose(1, 2).contiguous()  # (B, H_kv, T, D), dense
+        v = value_cache[tables].flatten(1, 2).transpose(1, 2).contiguous()
+        want = torch.nn.functional.scaled_dot_product_attention(query[:, :, None], k, v, enable_gqa=True)[:, :, 0]
+        assert (ref["paged_attention_triton"](*args).float() - want.float()).abs().max() < 2e-2, "wrong output"
+        kv_bytes = 2 * batch * context * n_kv_heads * head_dim * 2
+
+        def fraction(fn):
+            return kv_bytes / (do_bench(fn, return_mode="median") / 1e3) / copy
+
+        kernel = fraction(lambda: ref["paged_attention_triton"](*args))
+        dense = fraction(lambda: torch.nn.functional.scaled_dot_product_attention(query[:, :, None], k, v, enable_gqa=True))
+        notes.append(f"batch {batch}: kernel {kernel:.0%} of {copy / 1e9:.0f} GB/s copy, dense sdpa {dense:.0%}")
+        if kernel < goal:
+            shortfalls.append(f"batch {batch} {kernel:.0%}")
+        if batch == 8:  # which knobs would do better on this card
+            sweep = {(tile, warps, part): fraction(lambda: ref["paged_attention_triton"](
+                         *args, tokens_per_tile=tile, num_warps=warps, max_partition=part))
+                     for tile in (32, 64, 128) for warps in (4, 8) for part in (256, 512, 1024)}
+            best = max(sweep, key=sweep.get)
+            notes.append(f"best at batch 8: tokens_per_tile={best[0]}, num_warps={best[1]}, "
+                         f"max_partition={best[2]}: {sweep[best]:.0%}")
+        del key_cache, value_cache, k, v
+    detail = "; ".join(notes)
+    assert not shortfalls, f"below the {goal:.0%} goal ({', '.join(shortfalls)}): {detail}"
+    return detail
+
+
+def check_chapter5_gpu_only_controls() -> str:
+    import nbformat
+
+    from grader.demo import with_code
+    from grader.judge import run_suites
+    from grader.notebook import student_cells
+
+    chapter = "ch05_kv_cache"
+    nb = nbformat.read(ROOT / "source" / chapter / f"{chapter}.ipynb", as_version=4)
+    scores = []
+    for path in sorted((ROOT / "grader" / "suites" / chapter / "controls" / "gpu_only").glob("*.py")):
+        code = path.read_text()
+        targets = [f"{chapter}/{name.strip()}" for line in code.splitlines() if line.startswith("# targets:")
+                   for name in line.split(":", 1)[1].split(",")]
+        results = run_suites(student_cells(with_code(nb, code)), targets, chapter=chapter)
+        earned = sum(r.earned for r in results.values())
+        available = sum(r.available for r in results.values())
+        scores.append(f"{path.stem} {earned:g}/{available:g}")
+        assert earned < available, f"control {path.stem} got full marks: {'; '.join(scores)}"
+    return "; ".join(scores)
+
+
 CHECKS = [
     ("worker initialises CUDA under the memory cap", check_worker_cuda),
     ("tensors keep their device across the wire", check_devices_cross_the_wire),
     ("@triton.jit in a student cell runs in the worker", check_triton_in_worker),
     ("device calibration on CUDA", check_calibration),
     ("chapter 5 hidden suites on the reference (Triton bandwidth included)", check_chapter5_suites),
+    ("chapter 5 Triton paged attention: >= 70 % of copy bandwidth at 8k", check_triton_paged_attention_bandwidth),
+    ("chapter 5 GPU-only negative controls score less than full marks", check_chapter5_gpu_only_controls),
 ]
 
 
