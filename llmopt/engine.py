@@ -179,6 +179,33 @@ class LlamaWeights:
         object.__setattr__(self, "lm_head_t", self.lm_head.t().contiguous())
 
     @classmethod
+    def random(cls, *, n_layers: int, hidden: int, n_heads: int, n_kv_heads: int,
+               head_dim: int, intermediate: int, vocab: int, rope_theta: float = 500_000.0,
+               dtype: torch.dtype = torch.bfloat16, device: str | torch.device = "cuda",
+               seed: int = 0) -> "LlamaWeights":
+        """Random weights of a given shape (normal, std 0.02; norms 1), for timing a model
+        whose checkpoint is not here: a step's time depends on the shapes, not the values.
+        E.g. Llama-3.1-8B: n_layers=32, hidden=4096, n_heads=32, n_kv_heads=8,
+        head_dim=128, intermediate=14336, vocab=128256."""
+        generator = torch.Generator(device=device).manual_seed(seed)
+
+        def normal(*shape):
+            return (torch.randn(shape, generator=generator, device=device) * 0.02).to(dtype)
+
+        ones = torch.ones(hidden, dtype=dtype, device=device)
+        layers = tuple(LayerWeights(
+            attention_norm=ones, q_proj=normal(n_heads * head_dim, hidden),
+            k_proj=normal(n_kv_heads * head_dim, hidden), v_proj=normal(n_kv_heads * head_dim, hidden),
+            o_proj=normal(hidden, n_heads * head_dim), mlp_norm=ones,
+            gate_proj=normal(intermediate, hidden), up_proj=normal(intermediate, hidden),
+            down_proj=normal(hidden, intermediate)) for _ in range(n_layers))
+        inv_freq = rope_theta ** (-torch.arange(0, head_dim, 2, device=device).float() / head_dim)
+        embed = normal(vocab, hidden)
+        return cls(n_heads=n_heads, n_kv_heads=n_kv_heads, head_dim=head_dim, rms_norm_eps=1e-5,
+                   embed_tokens=embed, layers=layers, final_norm=ones, lm_head=embed,
+                   rope_inv_freq=inv_freq, rope_scale=1.0)
+
+    @classmethod
     def from_model(cls, model) -> "LlamaWeights":
         """The model's tensors as views (no copy), plus the stacked copies of LayerWeights."""
         config = model.config
@@ -417,5 +444,146 @@ class Engine:
             positions[:, length] = positions[:, length - 1] + 1  # left padding: last is real
             length += 1
             if finished.all():
+                break
+        return tokens[:, :length].clone()
+
+
+# ---------------------------------------------------------------------------------------
+# CUDA graphs: one decode step, recorded once, replayed
+# ---------------------------------------------------------------------------------------
+
+class StaticKVCache:
+    """A `KVCache` whose tensors never move and never change shape, as a CUDA graph needs.
+
+    Per layer, (B, n_kv_heads, max_len + 1, head_dim) keys and values; token at position
+    p of row b lives in slot p, and the extra last slot takes the writes of padding
+    tokens (position NO_TOKEN), which nothing ever reads. `update` scatters without
+    reading anything back to the host and returns the whole buffer: the visibility mask
+    hides the slots not yet written. One positions row per sequence serves every layer
+    (each layer stores the same tokens), so the engine builds the mask once per step.
+    """
+
+    def __init__(self, weights: LlamaWeights, batch_size: int, max_len: int):
+        device, dtype = weights.embed_tokens.device, weights.embed_tokens.dtype
+        shape = (len(weights.layers), batch_size, weights.n_kv_heads, max_len + 1,
+                 weights.head_dim)
+        self.keys = torch.zeros(shape, dtype=dtype, device=device)  # (L, B, H_kv, S + 1, hd)
+        self.values = torch.zeros(shape, dtype=dtype, device=device)
+        self.positions = torch.full((batch_size, max_len + 1), NO_TOKEN, dtype=torch.long,
+                                    device=device)  # (B, S + 1)
+        self.max_len = max_len
+
+    def reset(self) -> None:
+        """Forget every token (the buffers stay where they are)."""
+        self.positions.fill_(NO_TOKEN)
+
+    def update(self, layer: int, keys: Tensor, values: Tensor, positions: Tensor) -> KVView:
+        slots = positions.masked_fill(positions < 0, self.max_len)  # (B, T): padding -> spare
+        index = slots[:, None, :, None].expand_as(keys)  # (B, H_kv, T, hd)
+        self.keys[layer].scatter_(2, index, keys)
+        self.values[layer].scatter_(2, index, values)
+        if layer == 0:  # every layer stores the same positions
+            self.positions.scatter_(1, slots, positions)
+        return KVView(self.keys[layer], self.values[layer], self.positions)
+
+
+class CudaGraphDecoder:
+    """Greedy decoding whose decode step is one CUDA graph replay.
+
+        decoder = CudaGraphDecoder(engine, batch_size=8, max_len=1024)  # captures once
+        tokens = decoder.generate(input_ids, attention_mask, max_new_tokens=64)
+
+    A decode step of a small model (or of a big one at small batch) is a few hundred tiny
+    kernels, and launching them from Python costs more than running them. A CUDA graph
+    records the launches of one step once; a replay sends them all in one call. What a
+    graph cannot do: change a tensor's address or shape, or read a value back to the host
+    in the middle. So the step reads its inputs from fixed tensors (`input_ids`,
+    `positions`), writes into a `StaticKVCache` of fixed size, and keeps the attention
+    mask (deciding to drop it would read a value back). The prefill, whose length varies,
+    runs eagerly into the same cache. `generate(..., graph=False)` runs the very same step
+    eagerly: the tokens must be identical, and the time per token is the difference.
+
+    On a CPU there is nothing to capture: construction refuses, unless capture=False,
+    which gives the eager path alone (the tests use it to check the static cache).
+    """
+
+    def __init__(self, engine: Engine, batch_size: int, max_len: int, capture: bool = True):
+        device = engine.weights.embed_tokens.device
+        if capture and device.type != "cuda":
+            raise RuntimeError(
+                f"CudaGraphDecoder records GPU kernel launches, and the engine's weights are on "
+                f"{device}: move the model to a CUDA device, or pass capture=False for the eager "
+                f"path (Engine.generate, or chapter 5's cache, decode on a CPU)")
+        self.engine, self.batch_size = engine, batch_size
+        self.cache = StaticKVCache(engine.weights, batch_size, max_len)
+        self.input_ids = torch.zeros(batch_size, 1, dtype=torch.long, device=device)  # (B, 1)
+        self.positions = torch.zeros(batch_size, 1, dtype=torch.long, device=device)  # (B, 1)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.logits: Tensor | None = None  # (B, V): the graph's output, rewritten by replay
+        if capture:
+            self.capture()
+
+    @torch.inference_mode()
+    def eager_step(self) -> Tensor:
+        """One decode step from `input_ids` at `positions`: next-token logits (B, V)."""
+        visibility = Visibility(self.positions, allow_sync=False)
+        return self.engine.forward(self.input_ids, self.positions, self.cache,
+                                   visibility=visibility)[:, -1]
+
+    def capture(self) -> None:
+        """Record one decode step. Warm up first on a side stream (so that lazy
+        initialisations are not recorded); then forget what the warm-up wrote."""
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                self.eager_step()
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.inference_mode(), torch.cuda.graph(self.graph):
+            self.logits = self.eager_step()
+        self.cache.reset()
+
+    def step(self, token_ids: Tensor, positions: Tensor, graph: bool = True) -> Tensor:
+        """Logits (B, V) of token_ids (B, 1) at positions (B, 1), the cache holding the past."""
+        self.input_ids.copy_(token_ids)
+        self.positions.copy_(positions)
+        if graph:
+            if self.graph is None:
+                raise RuntimeError("no graph captured (capture=False): call step(..., graph=False)")
+            self.graph.replay()
+            return self.logits
+        return self.eager_step()
+
+    @torch.inference_mode()
+    def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                 max_new_tokens: int = 32, graph: bool = True) -> Tensor:
+        """As `Engine.generate` with a cache: (B, T + n), the prompt and n new tokens."""
+        B, T = input_ids.shape
+        if B != self.batch_size or T + max_new_tokens > self.cache.max_len:
+            raise ValueError(f"this decoder serves batches of {self.batch_size} rows of at most "
+                             f"{self.cache.max_len} tokens; got {B} x ({T} + {max_new_tokens})")
+        engine = self.engine
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, NO_TOKEN)
+        self.cache.reset()
+        tokens = input_ids.new_zeros(B, T + max_new_tokens)
+        tokens[:, :T] = input_ids
+        logits = engine.forward(input_ids, positions, self.cache)[:, -1]  # eager prefill
+        last_position = positions[:, -1:]  # (B, 1): left padding, the last column is real
+        finished = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
+        length = T
+        for i in range(max_new_tokens):
+            if i > 0:
+                last_position = last_position + 1
+                logits = self.step(tokens[:, length - 1:length], last_position, graph)
+            next_token = logits.argmax(dim=-1)  # (B,)
+            if engine.eos_token_id is not None:
+                next_token = next_token.masked_fill(finished, engine.pad_token_id)
+                finished |= next_token == engine.eos_token_id
+            tokens[:, length] = next_token
+            length += 1
+            if engine.eos_token_id is not None and finished.all():  # reads back: only with EOS
                 break
         return tokens[:, :length].clone()

@@ -17,7 +17,11 @@ card and the date in VALIDATION.md. What it checks:
    context (batch 8 and 64, 32 query / 8 KV heads, head_dim 128, fp16, block 16) as a
    fraction of the calibrated copy bandwidth, beside dense sdpa on the same data, and a
    small sweep of its tuning knobs at batch 8; fails below 70 %;
-7. chapter 5's GPU-only negative controls (controls/gpu_only/) score less than full marks.
+7. chapter 5's GPU-only negative controls (controls/gpu_only/) score less than full marks;
+8. the engine's CUDA-graph decode path (`llmopt.engine.CudaGraphDecoder`): tokens equal to
+   eager decoding on the course model, and decode tokens/s eager vs graph for the course
+   model (fp32, batch 1) and a Llama-3.1-8B-shaped random-weight model (bf16, batch
+   1/16/64, context 1,024).
 """
 
 from __future__ import annotations
@@ -193,6 +197,49 @@ def check_chapter5_gpu_only_controls() -> str:
     return "; ".join(scores)
 
 
+def check_cuda_graph_decode() -> str:
+    from llmopt.engine import CudaGraphDecoder, Engine, LlamaWeights
+    from llmopt.models import load_model, load_tokenizer
+
+    def decode_rates(decoder, context: int, steps: int = 32) -> dict:
+        """Decode tokens/s after `context` cached tokens, eager and graph (same cache)."""
+        rows, rates = decoder.batch_size, {}
+        for graph in (False, True):
+            decoder.cache.reset()
+            decoder.cache.positions[:, :context] = torch.arange(context, device="cuda")
+            token = torch.zeros(rows, 1, dtype=torch.long, device="cuda")
+            for i in range(steps + 3):  # 3 warm-up steps
+                if i == 3:
+                    torch.cuda.synchronize()
+                    start = time.perf_counter()
+                position = torch.full((rows, 1), context + i, device="cuda")
+                token = decoder.step(token, position, graph).argmax(-1, keepdim=True)
+            torch.cuda.synchronize()
+            rates[graph] = rows * steps / (time.perf_counter() - start)
+        return rates
+
+    notes = []
+    model = load_model("course-lm", device="cuda")
+    engine = Engine.from_model(model)
+    batch = load_tokenizer("course-lm")(["def main(argv):\n    ", "import os\n"], return_tensors="pt",
+                                        padding=True).to("cuda")
+    decoder = CudaGraphDecoder(engine, batch_size=2, max_len=128)
+    graph = decoder.generate(batch.input_ids, batch.attention_mask, 48, graph=True)
+    eager = decoder.generate(batch.input_ids, batch.attention_mask, 48, graph=False)
+    assert graph.tolist() == eager.tolist(), "graph decode differs from eager decode"
+    rates = decode_rates(CudaGraphDecoder(engine, batch_size=1, max_len=512), context=256)
+    notes.append(f"course-lm fp32 b1 ctx256: eager {rates[False]:.0f}, graph {rates[True]:.0f} tok/s "
+                 f"({rates[True] / rates[False]:.1f}x)")
+    big = Engine(LlamaWeights.random(n_layers=32, hidden=4096, n_heads=32, n_kv_heads=8, head_dim=128,
+                                     intermediate=14336, vocab=128256))
+    for rows in (1, 16, 64):
+        rates = decode_rates(CudaGraphDecoder(big, batch_size=rows, max_len=1024 + 40), context=1024)
+        notes.append(f"8B-shaped bf16 b{rows} ctx1024: eager {rates[False]:.0f}, graph {rates[True]:.0f} "
+                     f"tok/s ({rates[True] / rates[False]:.2f}x)")
+        torch.cuda.empty_cache()
+    return "; ".join(notes)
+
+
 CHECKS = [
     ("worker initialises CUDA under the memory cap", check_worker_cuda),
     ("tensors keep their device across the wire", check_devices_cross_the_wire),
@@ -201,6 +248,7 @@ CHECKS = [
     ("chapter 5 hidden suites on the reference (Triton bandwidth included)", check_chapter5_suites),
     ("chapter 5 Triton paged attention: >= 70 % of copy bandwidth at 8k", check_triton_paged_attention_bandwidth),
     ("chapter 5 GPU-only negative controls score less than full marks", check_chapter5_gpu_only_controls),
+    ("engine CUDA-graph decode: tokens equal eager, tok/s eager vs graph", check_cuda_graph_decode),
 ]
 
 
