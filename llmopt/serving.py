@@ -151,6 +151,7 @@ def near_tie_flips(served: dict, alone: list[tuple[list[int], list[float]]],
             k = next(j for j, (a, b) in enumerate(zip(got, tokens)) if a != b)
             assert gaps[k] < near_tie, (
                 f"request {i} differs from generating it alone at token {k} (top-2 logit gap "
-                f"{gaps[k]:.2e}, not a near-tie): check the left padding and the positions")
+                f"{gaps[k]:.2e}, not a near-tie): check the positions, the slot mapping and which tokens "
+                f"the step computes")
             flips.append((i, k, gaps[k]))
     return flips

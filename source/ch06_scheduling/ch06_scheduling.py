@@ -516,47 +516,159 @@ plt.show()
 #
 # A scheduler is only safe if batching never changes an answer. `llmopt.serving.
 # serve_on_engine` drives the course model with the *same* scheduler class the simulator
-# ran: each step your `schedule` picks the batch, and `run_batch(engine, batch)` runs it.
-# The course engine has no KV cache yet (chapter 5 builds one), so a step recomputes each
-# scheduled sequence's whole prefix `seq.token_ids` (prompt + output so far); a prefill
-# chunk that stops short emits no token.
+# ran, and the KV cache now holds real keys and values. Two halves meet here:
 #
-# **Exercise 5 · 练习5.** Write `run_batch(engine, batch)`: for the sequences whose step
-# completes them (`seq.num_computed_tokens + n == seq.num_tokens`), run **one** batched
-# forward over their `token_ids`, left-padded (pad id 0, position −1 on padding, 0, 1, …
-# on the tokens), and return `{request_id: greedy next token}`; others emit nothing.
+# - **The control plane** is your scheduler and its `KVBlockPool`. The pool gives each
+#   sequence a **block table** (`seq.block_table`: physical block ids in token order) and
+#   keeps a **prefix cache** (前缀缓存): every full prompt block, once computed, is named
+#   by a hash chained over its whole prefix, so a later request whose prompt starts the
+#   same way receives the very same blocks (their reference count goes up) instead of
+#   computing them. When a sequence gets its first blocks, `seq.num_cached_tokens` says
+#   how many of its leading tokens came from that cache. Freed blocks keep their contents
+#   until the memory is needed; they are reused least recently freed first, a sequence's
+#   tail before its root, as vLLM does [@vllm-v1-kv-cache-manager].
+# - **The data plane** is `PagedKVStore` (the tensors those block ids address: token p of
+#   a sequence lives in slot `block_table[p // block_size] * block_size + p %
+#   block_size`, its *slot mapping*) and the given `StepAttention` below, which plugs
+#   into the engine's cache seam: at every layer it writes the step's new keys and values
+#   through the slot mapping, then lets each sequence attend to its own context through
+#   its block table [@kwon2023-vllm]. Chapter 5 wrote the same idea as a kernel; here a
+#   gather does it.
 #
-# Why the answers could differ at all: padding changes the shapes of the matrix products,
-# and a different summation order can change the last bit of a float (float addition is
-# not associative). Where the best two logits are nearly tied, that bit can flip the
-# greedy choice. The check below allows a mismatch **only** where the solo run's top-2 gap
-# at the first differing token is below `NEAR_TIE = 1e-4`, and prints every such case.
+# **What a prefix hit saves.** The hit tokens are never computed: no embedding, no
+# matrix product, no attention for them, only the later tokens read their keys and
+# values. A chat with a long system prompt or a conversation's earlier turns pays for its
+# shared prefix once.
+#
+# **What preemption costs.** A preempted sequence gives its blocks back at once; their
+# contents stay until another allocation reuses them. When it is readmitted, its prompt
+# blocks that are still cached come back as a hit, and everything after them (the rest of
+# the prompt and all the output so far) is computed again: recompute trades memory for
+# repeated work. (A swap to CPU memory would copy the blocks out and back instead.)
+#
+# **Exercise 5 · 练习5.** Write `run_batch(engine, batch, kv)`, ONE forward pass for the
+# whole step. For each `(seq, n)` in `batch.scheduled` the step advances `seq` from
+# `seq.num_computed_tokens` to `end = seq.num_computed_tokens + n`, but computes only
+# from `start = max(seq.num_computed_tokens, seq.num_cached_tokens)`: the tokens below
+# `start` are in the cache already (skip a sequence with `start >= end`). Pack the
+# step's tokens `seq.token_ids[start:end]` of all sequences into one row with their
+# positions `start, ..., end - 1` and their slots (from `seq.block_table`), build
+# `StepAttention(kv, slot_mapping, query_lens, context_lens, block_tables)` with each
+# sequence's number of new tokens and its context length `end`, and call
+# `engine.forward(ids (1, T), positions (1, T), attention)`. A sequence whose `end` is
+# `seq.num_tokens` emits a token: the argmax of the logits at its last packed token.
+# Return `{request_id: token}` for exactly those. Never read a token id below `start`:
+# the grader hides them.
+#
+# Why the answers could still differ from generating each request alone: a batch changes
+# the shapes of the matrix products, and a different summation order can change the last
+# bit of a float (float addition is not associative). Where the best two logits are
+# nearly tied, that bit can flip the greedy choice. The check below allows a mismatch
+# **only** where the solo run's top-2 gap at the first differing token is below
+# `NEAR_TIE = 1e-4`, and prints every such case.
+
+# %% nbgrader={"grade": false, "grade_id": "step_attention", "locked": true, "schema_version": 3, "solution": false}
+import torch
+import torch.nn.functional as F
+
+from llmopt.engine import causal_attention
+from llmopt.serving import PagedKVStore
+
+
+class StepAttention:
+    """The engine's cache seam (`PagedAttentionCache.attend`) for one step of a mixed batch.
+
+    The step's tokens are packed in ONE row, sequence after sequence: `query_lens[i]`
+    tokens of sequence i, which after this step has `context_lens[i]` tokens of KV, in
+    the blocks of `block_tables[i]`. At every layer `attend` writes the new keys and
+    values through `slot_mapping` (one slot per packed token), then lets each sequence's
+    queries read its own context through its block table, under the engine's visibility
+    rule (key j is visible to a query at position p iff j <= p):
+
+    - one-token sequences (decodes) together: one gather of all their contexts, padded to
+      the longest and masked, one attention call;
+    - longer ones (prefills, chunks) one by one, each over a gather of its context.
+
+    Every index is built here, once per step, not once per layer.
+    """
+
+    def __init__(self, kv: PagedKVStore, slot_mapping: torch.Tensor, query_lens: list[int],
+                 context_lens: list[int], block_tables: list[list[int]]):
+        self.kv, self.slot_mapping = kv, slot_mapping  # (T,) long
+        size = kv.block_size
+
+        def context_slots(table, length):  # (length,): the slots of tokens 0 .. length - 1
+            pos = torch.arange(length)
+            return torch.tensor(table, dtype=torch.long)[pos // size] * size + pos % size
+
+        starts = [0]
+        for n in query_lens:
+            starts.append(starts[-1] + n)
+        self.prefills = [(starts[i], starts[i + 1], context_slots(block_tables[i], context_lens[i]))
+                         for i, n in enumerate(query_lens) if n > 1]  # (first, last + 1, slots (ctx,))
+        decodes = [i for i, n in enumerate(query_lens) if n == 1]
+        self.decode_tokens = torch.tensor([starts[i] for i in decodes], dtype=torch.long)  # (S_d,)
+        if decodes:
+            lengths = torch.tensor([context_lens[i] for i in decodes])  # (S_d,)
+            self.decode_slots = torch.zeros(len(decodes), int(lengths.max()), dtype=torch.long)  # (S_d, L)
+            for row, i in enumerate(decodes):
+                self.decode_slots[row, :context_lens[i]] = context_slots(block_tables[i], context_lens[i])
+            self.decode_visible = (torch.arange(self.decode_slots.shape[1])[None]
+                                   < lengths[:, None])[:, None, None]  # (S_d, 1, 1, L)
+
+    def attend(self, layer, query, keys, values, positions):
+        """query (1, H, T, hd); keys, values (1, H_kv, T, hd); positions (1, T) -> (1, H, T, hd)."""
+        self.kv.write(layer, self.slot_mapping, keys[0].transpose(0, 1), values[0].transpose(0, 1))
+        out = torch.empty_like(query)  # (1, H, T, hd)
+        for first, last, slots in self.prefills:
+            k, v = self.kv.read(layer, slots)  # (ctx, H_kv, hd) each
+            out[:, :, first:last] = causal_attention(
+                query[:, :, first:last], k.transpose(0, 1)[None], v.transpose(0, 1)[None],
+                positions[:, first:last], torch.arange(len(slots))[None])
+        if len(self.decode_tokens):
+            q = query[0][:, self.decode_tokens].transpose(0, 1)[:, :, None]  # (S_d, H, 1, hd)
+            k, v = self.kv.read(layer, self.decode_slots)  # (S_d, L, H_kv, hd) each
+            o = F.scaled_dot_product_attention(q, k.transpose(1, 2), v.transpose(1, 2),
+                                               attn_mask=self.decode_visible, enable_gqa=True)
+            out[0][:, self.decode_tokens] = o[:, :, 0].transpose(0, 1)  # (H, S_d, hd)
+        return out
+
 
 # %% nbgrader={"grade": false, "grade_id": "real_engine_solution", "locked": false, "schema_version": 3, "solution": true}
-import torch
+def run_batch(engine, batch: Batch, kv: PagedKVStore) -> dict:
+    """ONE forward pass for every sequence of the step; {request_id: greedy next token}
+    for the sequences whose step reaches their last known token (`end == seq.num_tokens`).
 
-
-def run_batch(engine, batch: Batch) -> dict:
-    """One batched forward for the sequences this step completes; {request_id: token}.
-
-    engine.forward(input_ids (B, T) long, positions (B, T) long, -1 on padding) -> logits
-    (B, T, V). Rows are left-padded so every row's last column is its last real token.
-    Returns {} when no scheduled sequence completes this step.
+    Computes only tokens [max(num_computed_tokens, num_cached_tokens), num_computed_tokens
+    + n) of each (seq, n), packed in one row: ids and positions (1, T) long, one slot per
+    token from seq.block_table (kv.block_size tokens per block), and a StepAttention.
+    Returns {} when no scheduled sequence emits.
     """
     ### BEGIN SOLUTION
-    ready = [seq for seq, n in batch.scheduled if seq.num_computed_tokens + n == seq.num_tokens]
-    if not ready:
+    size = kv.block_size
+    ids, positions, slots, query_lens, context_lens, tables, emitting = [], [], [], [], [], [], []
+    for seq, n in batch.scheduled:
+        start = max(seq.num_computed_tokens, seq.num_cached_tokens)  # a prefix hit is not recomputed
+        end = seq.num_computed_tokens + n
+        if start >= end:
+            continue  # this chunk lies inside the prefix hit: nothing to compute
+        pos = torch.arange(start, end)  # (n_i,)
+        table = torch.tensor(seq.block_table, dtype=torch.long)
+        ids.append(torch.tensor(seq.token_ids[start:end], dtype=torch.long))
+        positions.append(pos)
+        slots.append(table[pos // size] * size + pos % size)
+        query_lens.append(end - start)
+        context_lens.append(end)
+        tables.append(seq.block_table)
+        if end == seq.num_tokens:
+            emitting.append((seq.request_id, sum(query_lens) - 1))  # its last packed token
+    if not ids:
         return {}
-    width = max(len(seq.token_ids) for seq in ready)
-    ids = torch.zeros(len(ready), width, dtype=torch.long)
-    positions = torch.full((len(ready), width), -1, dtype=torch.long)
-    for row, seq in enumerate(ready):
-        length = len(seq.token_ids)
-        ids[row, width - length:] = torch.tensor(seq.token_ids)
-        positions[row, width - length:] = torch.arange(length)
-    logits = engine.forward(ids, positions)  # (B, T, V)
-    next_tokens = logits[:, -1].argmax(dim=-1)  # (B,)
-    return {seq.request_id: int(t) for seq, t in zip(ready, next_tokens)}
+    attention = StepAttention(kv, torch.cat(slots), query_lens, context_lens, tables)
+    logits = engine.forward(torch.cat(ids)[None], torch.cat(positions)[None], attention)  # (1, T, V)
+    last = torch.tensor([index for _, index in emitting], dtype=torch.long)  # (E,)
+    next_tokens = logits[0, last].argmax(dim=-1)  # (E,)
+    return {request_id: int(token) for (request_id, _), token in zip(emitting, next_tokens)}
     ### END SOLUTION
 
 
@@ -568,32 +680,77 @@ from llmopt.serving import generate_alone, near_tie_flips, serve_on_engine
 torch.set_num_threads(2)
 engine = Engine.from_model(load_model("course-lm"))
 tokenizer = load_tokenizer("course-lm")
+system = "# Answer in Python. Keep it short and typed.\n"  # every prompt starts with it: prefix hits
 texts = ["def __init__(self", "import os\nimport sys\n", "class Queue:\n    def put(self, item",
          "for i in range(", "return self._", "    if not isinstance(key, str):\n        raise"]
-prompts = [tokenizer(t)["input_ids"] for t in texts]
+prompts = [tokenizer(system + t)["input_ids"] for t in texts]
 lengths = [6, 10, 4, 12, 8, 5]
 served = serve_on_engine(engine, prompts, lengths, ContinuousBatchingScheduler, run_batch,
-                         arrival_steps=[0, 0, 1, 2, 4, 6], num_blocks=9, block_size=4, max_num_seqs=3)
+                         arrival_steps=[0, 0, 1, 2, 4, 6], num_blocks=16, block_size=4, max_num_seqs=4)
 alone = [generate_alone(engine, prompt, n) for prompt, n in zip(prompts, lengths)]
 near_ties = near_tie_flips(served, alone)  # raises on any difference that is not a near-tie
 for i, k, gap in near_ties:
     print(f"request {i}: differs at token {k}, a near-tie (gap {gap:.1e}) flipped by float rounding")
-preempted = sum(served["preemptions"].values())
+preempted, hits = sum(served["preemptions"].values()), sum(served["prefix_hit_tokens"].values())
 print(f"{len(prompts)} requests, {len(served['steps'])} steps, {preempted} preemptions, "
-      f"{len(near_ties)} near-tie flips; every other token equals generating each request alone")
+      f"{hits} prefix-hit tokens, {len(near_ties)} near-tie flips; every other token equals "
+      f"generating each request alone")
+assert hits > 0, "the shared system prompt should be found in the prefix cache"
 print("Visible checks passed.")
 ### BEGIN HIDDEN TESTS
 from grader import grade; grade("ch06_scheduling/real_engine")
 ### END HIDDEN TESTS
 
 # %% [markdown]
-# What the real run looked like, step by step: who shared each forward pass, and when the
-# 9-block pool forced a preemption.
+# What the real run looked like, step by step: who shared each forward pass, how many
+# tokens it really computed (prefix hits excluded), and when the 16-block pool forced a
+# preemption. Then the account: every token the requests hold (prompt and output) against
+# the tokens the forward passes computed.
 
 # %%
 for record in served["steps"][:12]:
-    print(f"step {record['step']:>3}: batch {record['batch']}  preempted {record['preempted']}  "
-          f"{record['seconds'] * 1e3:.1f} ms")
+    print(f"step {record['step']:>3}: batch {record['batch']}  computed {record['computed']:>3}  "
+          f"preempted {record['preempted']}  {record['seconds'] * 1e3:.1f} ms")
+held = sum(len(p) + n for p, n in zip(prompts, lengths)) - len(prompts)  # the last token's KV is never needed
+print(f"KV the requests needed: {held} tokens; computed: {served['computed_tokens']}; "
+      f"found in the prefix cache: {sum(served['prefix_hit_tokens'].values())} "
+      f"(a preempted request that finds its own blocks again counts them again)")
+
+# %% [markdown]
+# **Speed on this CPU.** Batching pays on a CPU too: a step's matrix products read the
+# weights once for every sequence in it. The same 32-request chat trace (a shared system
+# prompt, each turn resending the conversation so far) served one request at a time and
+# with your scheduler, both on the course engine with the paged store:
+
+# %%
+from llmopt.workload import multi_turn_trace
+
+
+def chat_prompts(trace, system_prompt: int, seed: int = 0) -> list[list[int]]:
+    """Token ids for a multi-turn trace: one system prompt shared by every session, and
+    each turn's prompt starting with its session's previous prompt and answer."""
+    rng = np.random.default_rng(seed)
+    words = lambda n: rng.integers(3, 4000, n).tolist()  # noqa: E731
+    system_ids, history, prompts = words(system_prompt), {}, []
+    for r in trace:
+        prefix = history.get(r.session_id, system_ids)[:r.prefix_len]
+        prompts.append(prefix + words(r.prompt_len - len(prefix)))
+        history[r.session_id] = prompts[-1] + words(r.output_len)
+    return prompts
+
+
+requests = 8 if SMALL else 32
+trace = multi_turn_trace(requests // 4, 4, 1.0, seed=3, system_prompt=32, user_median=24,
+                         output_median=16, max_prompt=200)
+chat = chat_prompts(trace, system_prompt=32)
+outputs = [min(r.output_len, 32) for r in trace]
+for name, seqs in (("one at a time", 1), ("continuous batching", 16)):
+    started = time.perf_counter()
+    run = serve_on_engine(engine, chat, outputs, ContinuousBatchingScheduler, run_batch, num_blocks=1024,
+                          block_size=16, max_num_seqs=seqs)
+    seconds = time.perf_counter() - started
+    print(f"{name:>20}: {sum(outputs) / seconds:7.0f} output tokens/s, {len(run['steps'])} steps, "
+          f"{run['computed_tokens']} tokens computed, {sum(run['prefix_hit_tokens'].values())} prefix-hit")
 
 # %% [markdown]
 # ### Is the simulator's CPU right? · 模拟器的CPU模型准吗？
