@@ -395,9 +395,9 @@ def test_a_serving_log_that_breaks_the_budget_stops_the_loop(reference):
 
 
 def test_patching_the_serving_loop_in_the_worker_no_longer_passes_a_wrong_run_batch():
-    """End to end: run_batch padded on the wrong side, and llmopt.serving.serve_on_engine
+    """End to end: a run_batch that ignores the block tables, and llmopt.serving.serve_on_engine
     replaced in the worker by one that returns each request generated alone (what the
-    judge compares with). Before the loop ran in the judge this scored 6 of 6."""
+    judge compares with). Before the loop ran in the judge such a patch scored 6 of 6."""
     from grader.demo import with_code
     from grader.judge import run_suites
 
@@ -410,7 +410,7 @@ def test_patching_the_serving_loop_in_the_worker_no_longer_passes_a_wrong_run_ba
         llmopt.serving.serve_on_engine = _serve
     ''')
     nb = nbformat.read(ROOT / "source" / CHAPTER / f"{CHAPTER}.ipynb", as_version=4)
-    forged = with_code(nb, (CONTROLS / "right_padded_batch.py").read_text() + patch)
+    forged = with_code(nb, (CONTROLS / "ignores_block_tables.py").read_text() + patch)
     suite = f"{CHAPTER}/real_engine"
     result = run_suites(student_cells(forged), [suite], chapter=CHAPTER)[suite]
     assert result.tests and result.earned == 0, [(t.name, t.status, t.message) for t in result.tests]
