@@ -418,10 +418,12 @@ plt.show()
 # ## 5. Questions to think through
 # ### 5. 思考题
 #
-# Each answer is a number or a letter in an answer cell; the grader checks it. Compute the
-# numbers with your functions and the constants given, rather than typing them in: a
-# number within 1 % of the exact value (0.5 % for question 3) counts. The visible checks
-# only check the form of your answers.
+# Each answer cell holds a function that returns your answers, numbers or a letter, in a
+# dict; the grader calls it and computes the right answers itself. Compute the numbers
+# from the constants given and your functions rather than typing them in: a number within
+# 1 % of the exact value (0.5 % for question 3) counts. The visible checks only check the
+# form of your answers. The grader runs the answer cells with the read-only and exercise
+# cells only, not the demonstrations.
 #
 # **Question 1 · 思考题1 (what the 50,000× measures).**
 # (a) Which of these does the chart's "+50,000×" measure? Answer with the letter.
@@ -437,24 +439,28 @@ plt.show()
 # factor that compounds to it over those 8 years.
 
 # %% nbgrader={"grade": false, "grade_id": "q_headline_solution", "locked": false, "schema_version": 3, "solution": true}
-# Replace each ... by your answer (and delete the `raise` line below).
-ANSWER_HEADLINE_MEASURES = ...  # (a) one letter, "A" to "D"
-ANSWER_HEADLINE_FACTOR = ...  # (b) tokens per MW-year in 2024 over the same in 2016
-ANSWER_HEADLINE_ANNUAL_FACTOR = ...  # (c) the constant factor per year
-### BEGIN SOLUTION
-ANSWER_HEADLINE_MEASURES = "B"
-ANSWER_HEADLINE_FACTOR = ((NVIDIA_DATA_CENTRE_CHART[2024][1] / NVIDIA_DATA_CENTRE_CHART[2024][2])
-                          / (NVIDIA_DATA_CENTRE_CHART[2016][1] / NVIDIA_DATA_CENTRE_CHART[2016][2]))
-ANSWER_HEADLINE_ANNUAL_FACTOR = implied_annual_factor(ANSWER_HEADLINE_FACTOR, 2024 - 2016)
-### END SOLUTION
+def question_1() -> dict:
+    """Your answers to question 1:
+    {"measures": (a) one letter, "A" to "D",
+     "factor": (b) tokens per MW-year in 2024 over the same in 2016, from the chart's rows,
+     "annual_factor": (c) the constant factor per year over 2016-2024}."""
+    ### BEGIN SOLUTION
+    (_, tokens_2016, mw_2016), (_, tokens_2024, mw_2024) = NVIDIA_DATA_CENTRE_CHART[2016], NVIDIA_DATA_CENTRE_CHART[2024]
+    factor = (tokens_2024 / mw_2024) / (tokens_2016 / mw_2016)
+    return {"measures": "B", "factor": factor, "annual_factor": implied_annual_factor(factor, 2024 - 2016)}
+    ### END SOLUTION
+
 
 # %% nbgrader={"grade": true, "grade_id": "q_headline", "locked": true, "points": 2, "schema_version": 3, "solution": false}
-assert ANSWER_HEADLINE_MEASURES in ("A", "B", "C", "D"), "answer (a) with one capital letter, A to D"
-assert isinstance(ANSWER_HEADLINE_FACTOR, (int, float)) and ANSWER_HEADLINE_FACTOR > 1, \
+answers = question_1()
+assert isinstance(answers, dict) and set(answers) == {"measures", "factor", "annual_factor"}, \
+    "return a dict with the keys 'measures', 'factor' and 'annual_factor'"
+assert answers["measures"] in ("A", "B", "C", "D"), "answer (a) with one capital letter, A to D"
+assert isinstance(answers["factor"], (int, float)) and answers["factor"] > 1, \
     "(b) is a factor above 1: tokens per MW-year in 2024 over the same in 2016"
-assert isinstance(ANSWER_HEADLINE_ANNUAL_FACTOR, (int, float)) and 1 < ANSWER_HEADLINE_ANNUAL_FACTOR < ANSWER_HEADLINE_FACTOR, \
+assert isinstance(answers["annual_factor"], (int, float)) and 1 < answers["annual_factor"] < answers["factor"], \
     "(c) is a factor per year: above 1, and far below the 8-year total"
-print(ANSWER_HEADLINE_MEASURES, f"{ANSWER_HEADLINE_FACTOR:,.0f}x", f"{ANSWER_HEADLINE_ANNUAL_FACTOR:.3f}x per year")
+print(answers["measures"], f"{answers['factor']:,.0f}x", f"{answers['annual_factor']:.3f}x per year")
 ### BEGIN HIDDEN TESTS
 from grader import grade; grade("ch01_why_optimize/q_headline")
 ### END HIDDEN TESTS
@@ -464,7 +470,7 @@ from grader import grade; grade("ch01_why_optimize/q_headline")
 # `ENERGY_SHARE_OF_COST` = 10 % of what it costs to serve a token (an assumption for this
 # question; the rest pays for the hardware, the building, the staff and a margin), and that
 # only that part benefits from a 50,000× gain in tokens per unit of energy.
-# (a) By what factor does the cost of a token fall? (Chapter 1's pitfall 3 has the formula.)
+# (a) By what factor does the cost of a token fall? (Pitfall 3 below has the formula.)
 # (b) What share of the cost would electricity have to be for the same 50,000× to make
 # tokens 10× cheaper? Give it as a fraction.
 
@@ -473,22 +479,28 @@ ENERGY_SHARE_OF_COST = 0.10  # an assumption for question 2
 ENERGY_GAIN = 50_000  # the chart's label
 
 # %% nbgrader={"grade": false, "grade_id": "q_energy_share_solution", "locked": false, "schema_version": 3, "solution": true}
-# Replace each ... by your answer (and delete the `raise` line below).
-ANSWER_COST_FALL_FACTOR = ...  # (a) cost per token before over cost after
-ANSWER_ENERGY_SHARE_FOR_10X = ...  # (b) a fraction, e.g. 0.25 for 25 %
-### BEGIN SOLUTION
-ANSWER_COST_FALL_FACTOR = 1 / ((1 - ENERGY_SHARE_OF_COST) + ENERGY_SHARE_OF_COST / ENERGY_GAIN)
-# 1 / ((1 - e) + e / G) = 10  <=>  e (1 - 1/G) = 1 - 1/10
-ANSWER_ENERGY_SHARE_FOR_10X = (1 - 1 / 10) / (1 - 1 / ENERGY_GAIN)
-### END SOLUTION
+def question_2() -> dict:
+    """Your answers to question 2:
+    {"cost_fall_factor": (a) cost per token before over cost after,
+     "energy_share_for_10x": (b) a fraction, e.g. 0.25 for 25 %}."""
+    ### BEGIN SOLUTION
+    share, gain = ENERGY_SHARE_OF_COST, ENERGY_GAIN
+    # Amdahl: 1 / ((1 - e) + e / G); it equals 10 when e (1 - 1/G) = 1 - 1/10
+    return {"cost_fall_factor": 1 / ((1 - share) + share / gain),
+            "energy_share_for_10x": (1 - 1 / 10) / (1 - 1 / gain)}
+    ### END SOLUTION
+
 
 # %% nbgrader={"grade": true, "grade_id": "q_energy_share", "locked": true, "points": 2, "schema_version": 3, "solution": false}
-assert isinstance(ANSWER_COST_FALL_FACTOR, (int, float)) and ANSWER_COST_FALL_FACTOR >= 1, \
+answers = question_2()
+assert isinstance(answers, dict) and set(answers) == {"cost_fall_factor", "energy_share_for_10x"}, \
+    "return a dict with the keys 'cost_fall_factor' and 'energy_share_for_10x'"
+assert isinstance(answers["cost_fall_factor"], (int, float)) and answers["cost_fall_factor"] >= 1, \
     "(a) is a factor >= 1: cost before over cost after"
-assert isinstance(ANSWER_ENERGY_SHARE_FOR_10X, (int, float)) and 0 < ANSWER_ENERGY_SHARE_FOR_10X <= 1, \
+assert isinstance(answers["energy_share_for_10x"], (int, float)) and 0 < answers["energy_share_for_10x"] <= 1, \
     "(b) is a share of the cost: a fraction in (0, 1], e.g. 0.25 for 25 %"
-print(f"cost falls {ANSWER_COST_FALL_FACTOR:.4f}x; 10x needs electricity to be "
-      f"{ANSWER_ENERGY_SHARE_FOR_10X:.1%} of the cost")
+print(f"cost falls {answers['cost_fall_factor']:.4f}x; 10x needs electricity to be "
+      f"{answers['energy_share_for_10x']:.1%} of the cost")
 ### BEGIN HIDDEN TESTS
 from grader import grade; grade("ch01_why_optimize/q_energy_share")
 ### END HIDDEN TESTS
@@ -509,24 +521,29 @@ CLAIM_HORIZON_MONTHS = 12
 CLAIM_MONTHLY_BILL_USD = 600_000
 
 # %% nbgrader={"grade": false, "grade_id": "q_roi_claim_solution", "locked": false, "schema_version": 3, "solution": true}
-# Replace each ... by your answer (and delete the `raise` line below).
-ANSWER_MIN_MONTHLY_BILL_USD = ...  # (a) USD per month
-ANSWER_SPEEDUP_NEEDED = ...  # (b) the end-to-end speed-up s
-### BEGIN SOLUTION
-# ROI = (H B (1 - 1/s) - E) / E  =>  B (1 - 1/s) = (ROI + 1) E / H; the bound is s -> infinity
-needed_savings = (CLAIM_ROI + 1) * CLAIM_COST_USD / CLAIM_HORIZON_MONTHS
-ANSWER_MIN_MONTHLY_BILL_USD = needed_savings
-ANSWER_SPEEDUP_NEEDED = 1 / (1 - needed_savings / CLAIM_MONTHLY_BILL_USD)
-### END SOLUTION
+def question_3() -> dict:
+    """Your answers to question 3:
+    {"min_monthly_bill_usd": (a) USD per month,
+     "speedup_needed": (b) the end-to-end speed-up s on CLAIM_MONTHLY_BILL_USD}."""
+    ### BEGIN SOLUTION
+    # ROI = (H B (1 - 1/s) - E) / E  =>  B (1 - 1/s) = (ROI + 1) E / H; the bound is s -> infinity
+    needed_savings = (CLAIM_ROI + 1) * CLAIM_COST_USD / CLAIM_HORIZON_MONTHS
+    return {"min_monthly_bill_usd": needed_savings,
+            "speedup_needed": 1 / (1 - needed_savings / CLAIM_MONTHLY_BILL_USD)}
+    ### END SOLUTION
+
 
 # %% nbgrader={"grade": true, "grade_id": "q_roi_claim", "locked": true, "points": 2, "schema_version": 3, "solution": false}
-assert isinstance(ANSWER_MIN_MONTHLY_BILL_USD, (int, float)) and ANSWER_MIN_MONTHLY_BILL_USD > 0, \
+answers = question_3()
+assert isinstance(answers, dict) and set(answers) == {"min_monthly_bill_usd", "speedup_needed"}, \
+    "return a dict with the keys 'min_monthly_bill_usd' and 'speedup_needed'"
+assert isinstance(answers["min_monthly_bill_usd"], (int, float)) and answers["min_monthly_bill_usd"] > 0, \
     "(a) is a monthly bill in USD"
-assert isinstance(ANSWER_SPEEDUP_NEEDED, (int, float)) and ANSWER_SPEEDUP_NEEDED > 1, \
+assert isinstance(answers["speedup_needed"], (int, float)) and answers["speedup_needed"] > 1, \
     "(b) is a speed-up above 1"
-check = optimization_roi(ANSWER_SPEEDUP_NEEDED, CLAIM_MONTHLY_BILL_USD * 1e6, 1.0, CLAIM_COST_USD,
+check = optimization_roi(answers["speedup_needed"], CLAIM_MONTHLY_BILL_USD * 1e6, 1.0, CLAIM_COST_USD,
                          CLAIM_HORIZON_MONTHS)
-print(f"(a) {ANSWER_MIN_MONTHLY_BILL_USD:,.0f} USD a month; (b) {ANSWER_SPEEDUP_NEEDED:.3f}x, "
+print(f"(a) {answers['min_monthly_bill_usd']:,.0f} USD a month; (b) {answers['speedup_needed']:.3f}x, "
       f"which your optimization_roi prices at ROI = {check['roi']:.1f}")
 ### BEGIN HIDDEN TESTS
 from grader import grade; grade("ch01_why_optimize/q_roi_claim")
