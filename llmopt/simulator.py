@@ -811,7 +811,8 @@ def _run(trace, instances: list[Instance], route_decode: list[Instance] | None,
                 start_transfers(inst)
             if not batch and not batch.preempted:
                 continue  # nothing it can run now; it is asked again at the next event
-            work = [(n, seq.num_computed_tokens) for seq, n in batch.scheduled]
+            spans = [seq.compute_range(n) for seq, n in batch.scheduled]  # prefix-cache hits skipped
+            work = [(stop - begin, begin) for begin, stop in spans]
             end = now + max(inst.cost.step_time(work), 1e-9)
             record, done = inst.commit(batch, now, end)
             steps.append(record)
@@ -851,19 +852,24 @@ def _run(trace, instances: list[Instance], route_decode: list[Instance] | None,
                             limits.max_num_batched_tokens, limits.max_num_seqs, len(instances))
 
 
-def _cost(hardware, model) -> CostModel:
+EFFICIENCIES = {"h200-eager": H200_EAGER, "h200-cuda-graphs": H200_CUDA_GRAPHS}
+
+
+def _cost(hardware, model, efficiency=None) -> CostModel:
+    """A CostModel from names (the form that crosses process walls) or profiles."""
+    efficiency = EFFICIENCIES[efficiency] if isinstance(efficiency, str) else efficiency
     hardware = {"h100": H100_SXM, "h200": H200}.get(hardware, hardware) if isinstance(hardware, str) else hardware
     model = {"llama3-8b": LLAMA3_8B, "llama2-7b": LLAMA2_7B}.get(model, model) if isinstance(model, str) else model
     if not isinstance(hardware, HardwareProfile) or not isinstance(model, ModelProfile):
         raise ValueError("hardware must be 'h100', 'h200' or a HardwareProfile; model 'llama3-8b', "
                          "'llama2-7b' or a ModelProfile")
-    return CostModel(hardware, model)
+    return CostModel(hardware, model, efficiency)
 
 
 def simulate(trace, scheduler_cls, *, num_blocks: int = 2048, block_size: int = 16,
              max_num_seqs: int = 256, max_num_batched_tokens: int | None = None,
-             instances: int = 1, hardware="h100", model="llama3-8b", cost: CostModel | None = None,
-             strict: bool = True, max_steps: int = 200_000) -> SimulationResult:
+             instances: int = 1, hardware="h100", model="llama3-8b", efficiency=None,
+             cost: CostModel | None = None, strict: bool = True, max_steps: int = 200_000) -> SimulationResult:
     """Serve `trace` on `instances` identical colocated replicas (prefill and decode on the
     same GPU), each run by `scheduler_cls(KVBlockPool(num_blocks, block_size), Limits(...))`.
     Arrivals go to the replica with the fewest requests in flight.
@@ -871,8 +877,10 @@ def simulate(trace, scheduler_cls, *, num_blocks: int = 2048, block_size: int = 
     strict=True raises `SchedulingError` at the first broken rule; strict=False records
     the rule-level violations (budgets, leaks, early decodes) in `result.violations` and
     carries on (hard errors, such as a sequence scheduled without its blocks, still raise).
+    `hardware`, `model` and `efficiency` (None: the roofline; "h200-eager",
+    "h200-cuda-graphs" or an `Efficiency`) name the cost model unless `cost` gives one.
     """
-    cost = cost or _cost(hardware, model)
+    cost = cost or _cost(hardware, model, efficiency)
     limits = _limits(max_num_seqs, max_num_batched_tokens)
     insts = [Instance(k, scheduler_cls(KVBlockPool(num_blocks, block_size), limits), cost, "both", strict)
              for k in range(instances)]
@@ -884,8 +892,9 @@ def simulate_disaggregated(trace, decode_scheduler_cls, *, prefill_scheduler_cls
                            block_size: int = 16, max_num_seqs: int = 256,
                            prefill_token_budget: int = 8192, link: Link = NVLINK4,
                            link_bytes_per_s: float | None = None, link_latency_s: float | None = None,
-                           hardware="h100", model="llama3-8b", cost: CostModel | None = None,
-                           strict: bool = True, max_steps: int = 200_000) -> SimulationResult:
+                           hardware="h100", model="llama3-8b", efficiency=None,
+                           cost: CostModel | None = None, strict: bool = True,
+                           max_steps: int = 200_000) -> SimulationResult:
     """Prefill/decode disaggregation: `num_prefill` instances run prefills only; a finished
     prefill emits the first token and is handed at once to the least-loaded of
     `num_decode` decode instances (`add_request`), with `seq.kv_ready_s = inf`.
@@ -897,7 +906,7 @@ def simulate_disaggregated(trace, decode_scheduler_cls, *, prefill_scheduler_cls
     must not decode a sequence before its KV has landed. `link_bytes_per_s` and
     `link_latency_s` override the link's two numbers.
     """
-    cost = cost or _cost(hardware, model)
+    cost = cost or _cost(hardware, model, efficiency)
     link = Link(link.name if link_bytes_per_s is None else f"{link_bytes_per_s / 1e9:g} GB/s link",
                 link.bytes_per_s if link_bytes_per_s is None else link_bytes_per_s,
                 link.latency_s if link_latency_s is None else link_latency_s)

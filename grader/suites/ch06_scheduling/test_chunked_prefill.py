@@ -44,7 +44,7 @@ def test_lower_p99_tpot_at_equal_throughput(student, reference):
 
 @pytest.mark.points(2)
 def test_goodput_near_the_reference(student, reference):
-    """goodput at least 90% of the reference chunked policy's under a TPOT SLO"""
+    """SLO attainment at least 90% of the reference chunked policy's under a TPOT SLO"""
     trace = make_trace(200, 10, seed=61, prompt_median=1200, prompt_sigma=0.8, output_median=150,
                        prompt_max=8000)
     setup = dict(num_blocks=6000, max_num_seqs=48, max_num_batched_tokens=768)

@@ -86,7 +86,7 @@ def test_twice_the_throughput_of_static_batching(student):
 
 @pytest.mark.points(1)
 def test_goodput_near_the_reference(student, reference):
-    """goodput at least 90% of the reference policy's on a Poisson trace"""
+    """SLO attainment at least 90% of the reference policy's on a Poisson trace"""
     trace = make_trace(250, 30, seed=41, prompt_median=400, output_median=150, prompt_max=4000)
     setup = dict(num_blocks=1200, max_num_seqs=48)
     check_goodput_near_reference(student, POLICY, reference.ContinuousBatchingScheduler, trace, (2.0, 0.02), **setup)

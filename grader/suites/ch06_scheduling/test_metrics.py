@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 KEYS = {"ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s", "e2e_p99_s", "throughput_tok_s",
-        "goodput_rps"}
+        "slo_attainment"}
 
 
 def expected(records, ttft_slo, tpot_slo):
@@ -18,7 +18,7 @@ def expected(records, ttft_slo, tpot_slo):
     return {"ttft_p50_s": np.percentile(ttft, 50), "ttft_p99_s": np.percentile(ttft, 99),
             "tpot_p50_s": np.percentile(tpot, 50), "tpot_p99_s": np.percentile(tpot, 99),
             "e2e_p99_s": np.percentile(e2e, 99), "throughput_tok_s": sum(r["output_len"] for r in records) / span,
-            "goodput_rps": good / span}
+            "slo_attainment": good / len(records)}
 
 
 def random_records(rng, n):
@@ -49,13 +49,13 @@ def test_matches_the_definitions_on_random_runs(student):
 
 
 @pytest.mark.points(0.5)
-def test_goodput_needs_both_targets(student):
+def test_attainment_needs_both_targets(student):
     """a request meeting only the TTFT or only the TPOT target does not count"""
     records = [{"arrival_s": 0.0, "first_token_s": 0.1, "finish_s": 10.1, "output_len": 11},
                {"arrival_s": 0.0, "first_token_s": 5.0, "finish_s": 5.1, "output_len": 11},
                {"arrival_s": 0.0, "first_token_s": 0.1, "finish_s": 0.2, "output_len": 11}]
-    got = student.summarize_run(records, 1.0, 0.05)["goodput_rps"]
-    assert math.isclose(got, 1 / 10.1), f"only the third request meets both targets: expected {1 / 10.1:.4f}, got {got}"
+    got = student.summarize_run(records, 1.0, 0.05)["slo_attainment"]
+    assert math.isclose(got, 1 / 3), f"only the third request meets both targets: expected {1 / 3:.4f}, got {got}"
 
 
 @pytest.mark.parametrize("records", [[], [{"arrival_s": 0.0, "first_token_s": 0.1, "finish_s": None,

@@ -13,4 +13,4 @@ def summarize_run(records, ttft_slo_s, tpot_slo_s):
             "tpot_p50_s": float(np.percentile(tpot, 50)), "tpot_p99_s": float(np.percentile(tpot, 99)),
             "e2e_p99_s": float(np.percentile(e2e, 99)),
             "throughput_tok_s": sum(r["output_len"] for r in records) / span,
-            "goodput_rps": float(good) / span}
+            "slo_attainment": float(good) / len(records)}

@@ -1,0 +1,78 @@
+"""思考题 of chapter 6: the judge recomputes every answer on the notebook's own setup
+(section 8: the capacity trace, SLOs, H100 roofline, KV blocks from memory) with the
+course's reference schedulers, and compares the student's plain values with it."""
+
+import math
+from functools import lru_cache
+
+import pytest
+
+from llmopt.metrics import goodput
+from llmopt.simulator import (H100_SXM, LLAMA2_7B, LLAMA3_8B, RDMA_400G, CostModel, simulate,
+                              simulate_disaggregated)
+from llmopt.workload import at_rate, make_trace
+
+TRACE = make_trace(80, 20, seed=3, prompt_median=1500, prompt_sigma=0.8, output_median=150, prompt_max=8000)
+SLO = (0.25, 0.010)
+
+
+class _Truth:
+    def __init__(self, reference):
+        self.reference = reference
+
+    @lru_cache(maxsize=None)
+    def per_gpu(self, kind, model, link_gbps=450):
+        cost = CostModel(H100_SXM, model)
+        server = dict(num_blocks=cost.kv_blocks(), max_num_seqs=128, cost=cost)
+        if kind == "chunked":
+            run, gpus = (lambda rate: simulate(at_rate(TRACE, rate), self.reference.ChunkedPrefillScheduler,
+                                               instances=2, max_num_batched_tokens=512, **server).requests()), 2
+        else:
+            p, d = int(kind[0]), int(kind[2])
+            run, gpus = (lambda rate: simulate_disaggregated(
+                at_rate(TRACE, rate), self.reference.DecodeScheduler, num_prefill=p, num_decode=d,
+                link_bytes_per_s=link_gbps * 1e9, link_latency_s=RDMA_400G.latency_s, **server).requests()), p + d
+        return goodput(run, *SLO, start_rate=8, rel_tol=0.1) / gpus
+
+
+@pytest.fixture(scope="module")
+def truth(reference):
+    return _Truth(reference)
+
+
+def _answer(student, name):
+    return student.__getattr__(name).value()
+
+
+@pytest.mark.points(1)
+@pytest.mark.timeout(60)
+def test_best_deployment_per_gpu(student, truth):
+    """question 1: the deployment with the most goodput per GPU (Llama-3.1-8B, NVLink)"""
+    got = _answer(student, "ANSWER_BEST_PER_GPU")
+    kinds = ("chunked", "1P1D", "1P2D", "2P1D")
+    assert got in kinds, f"ANSWER_BEST_PER_GPU must be one of {kinds}, got {got!r}"
+    scores = {k: truth.per_gpu(k, LLAMA3_8B) for k in kinds}
+    assert scores[got] >= max(scores.values()), (
+        f"{got} is not the best per GPU on this trace: compare section 8's grid row by row")
+
+
+@pytest.mark.points(1)
+@pytest.mark.timeout(60)
+def test_best_pd_ratio(student, truth):
+    """question 2: the best prefill:decode ratio (Llama-3.1-8B, NVLink)"""
+    got = _answer(student, "ANSWER_BEST_PD_RATIO")
+    kinds = ("1P1D", "1P2D", "2P1D")
+    assert got in kinds, f"ANSWER_BEST_PD_RATIO must be one of {kinds}, got {got!r}"
+    scores = {k: truth.per_gpu(k, LLAMA3_8B) for k in kinds}
+    assert scores[got] >= max(scores.values()), (
+        f"{got} is not the best ratio: where is the work of this trace, prefill or decode?")
+
+
+@pytest.mark.points(1)
+@pytest.mark.timeout(60)
+def test_mha_link_loss(student, truth):
+    """question 3: the share of 1P1D's goodput per GPU Llama-2-7B loses at 12.5 GB/s, within 0.05"""
+    got = _answer(student, "ANSWER_MHA_LINK_LOSS")
+    assert isinstance(got, (int, float)) and math.isfinite(got), f"a number, got {got!r}"
+    want = 1 - truth.per_gpu("1P1D", LLAMA2_7B, 12.5) / truth.per_gpu("1P1D", LLAMA2_7B, 450)
+    assert abs(got - want) <= 0.05, f"{got:.3f} is more than 0.05 away from the loss on this trace"
