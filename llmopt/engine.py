@@ -388,12 +388,15 @@ class Engine:
         return out.transpose(1, 2).reshape(B, T, H * hd) @ layer.o_t  # (B, T, D)
 
     def forward(self, input_ids: Tensor, positions: Tensor,
-                kv_cache: KVCache | None = None, *,
+                kv_cache: KVCache | None = None, *, logits_at: Tensor | None = None,
                 visibility: Visibility | None = None) -> Tensor:
         """Logits (B, T, V) of tokens input_ids (B, T) at positions (B, T).
 
         Without a cache, the tokens attend only to each other, so input_ids must hold
         the whole prefix. With a cache, they also attend to what the cache already holds.
+        `logits_at` (N,) long: only the logits of those token indices, (B, N, V). A
+        prefill needs one row of logits, not T: the LM head (V x D, as big as a layer's
+        matmuls for the course model) then runs on N tokens instead of T.
         """
         w = self.weights
         x = w.embed_tokens[input_ids]  # (B, T, D)
@@ -405,8 +408,10 @@ class Engine:
                                          visibility)
             normed = rms_norm(x, layer.mlp_norm, w.rms_norm_eps)  # (B, T, D)
             x = x + swiglu_mlp(normed, layer)
+        if logits_at is not None:
+            x = x[:, logits_at]  # (B, N, D)
         x = rms_norm(x, w.final_norm, w.rms_norm_eps)
-        return x @ w.lm_head_t  # (B, T, V)
+        return x @ w.lm_head_t  # (B, T or N, V)
 
     @torch.inference_mode()
     def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None,
@@ -427,12 +432,14 @@ class Engine:
         positions = prompt_positions.new_zeros(B, T + max_new_tokens)
         tokens[:, :T], positions[:, :T] = input_ids, prompt_positions
         finished = torch.zeros(B, dtype=torch.bool, device=input_ids.device)  # (B,)
+        last = torch.tensor([-1], device=input_ids.device)  # only the last column's logits
         length = T
         for _ in range(max_new_tokens):
             if kv_cache is None:  # recompute the whole prefix at every step
-                logits = self.forward(tokens[:, :length], positions[:, :length])
+                logits = self.forward(tokens[:, :length], positions[:, :length],
+                                      logits_at=last)
             elif length == T:  # prefill: the whole prompt
-                logits = self.forward(input_ids, prompt_positions, kv_cache)
+                logits = self.forward(input_ids, prompt_positions, kv_cache, logits_at=last)
             else:  # only the new token; the cache remembers the rest
                 logits = self.forward(tokens[:, length - 1:length],
                                       positions[:, length - 1:length], kv_cache)
@@ -570,7 +577,8 @@ class CudaGraphDecoder:
         self.cache.reset()
         tokens = input_ids.new_zeros(B, T + max_new_tokens)
         tokens[:, :T] = input_ids
-        logits = engine.forward(input_ids, positions, self.cache)[:, -1]  # eager prefill
+        logits = engine.forward(input_ids, positions, self.cache,
+                                logits_at=torch.tensor([-1], device=input_ids.device))[:, -1]
         last_position = positions[:, -1:]  # (B, 1): left padding, the last column is real
         finished = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
         length = T

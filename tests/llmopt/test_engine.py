@@ -163,3 +163,14 @@ def test_cuda_graph_decode_is_token_equal_to_eager_decode(tokenizer):
     assert graph.tolist() == eager.tolist()
     expected = model.generate(**batch, do_sample=False, max_new_tokens=32)
     assert graph.tolist() == expected.tolist()
+
+
+def test_logits_at_gives_the_same_rows(course_models, tokenizer):
+    model = course_models["course-lm"]
+    batch = tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    engine, positions = Engine.from_model(model), positions_of(batch.attention_mask)
+    every = engine.forward(batch.input_ids, positions)  # (B, T, V)
+    rows = torch.tensor([0, 3, -1])
+    some = engine.forward(batch.input_ids, positions, logits_at=rows)  # (B, 3, V)
+    assert some.shape == (len(PROMPTS), 3, every.shape[-1])
+    torch.testing.assert_close(some, every[:, rows], atol=1e-5, rtol=0)
