@@ -85,8 +85,8 @@ def test_every_chapter_notebook_ends_with_its_references(folder, chapter, notebo
     nb = nbformat.read(path, as_version=4)
     last = nb.cells[-1]
     assert last.cell_type == "markdown" and last.source.startswith(REFERENCES_HEADING), (
-        f"{path.relative_to(ROOT)} must end with the generated '{REFERENCES_HEADING}' cell: "
-        f"run `python -m grader build {chapter.short}`")
+        f"{path.relative_to(ROOT)} must end with the generated '{REFERENCES_HEADING}' cell: run "
+        f"`python -m grader {'solutions' if folder == 'solutions' else 'build'} {chapter.short}`")
     twin_keys = cited_keys((ROOT / "source" / chapter.slug / f"{notebook}.py").read_text(encoding="utf-8"))
     listed = re.findall(r"^- \*\*\[@([^\]]+)\]\*\*", last.source, re.MULTILINE)
     assert listed == twin_keys, (f"{path.relative_to(ROOT)}'s references list {listed}, its source "
