@@ -290,7 +290,8 @@ def run_static_batches(model, workload: ChatWorkload, batch_size: int,
     """`model.generate` (greedy, no EOS) on left-padded batches of `batch_size` requests
     in arrival order, one batch after another. A request is finished when its last token
     comes out (streamed); its batch goes on to the longest answer in it."""
-    bar = _Progress(sum(r.output_len for r in workload.requests), STATIC, progress)
+    batches = [workload.requests[i:i + batch_size] for i in range(0, len(workload), batch_size)]
+    bar = _Progress(sum(len(b) * max(r.output_len for r in b) for b in batches), STATIC, progress)
     tokens, records = {}, []
     start = time.perf_counter()
     for first in range(0, len(workload), batch_size):
@@ -382,6 +383,8 @@ class ServingReport:
     ttft_slo_s: float
     tpot_slo_s: float
     hardware: str
+    weight_bytes: int = 0  # read once per decode step
+    copy_bytes_per_s: float | None = None  # llmopt.device's calibrated ceiling, if measured
 
     def summary(self, name: str) -> dict:
         run = self.runs[name]
@@ -425,6 +428,14 @@ class ServingReport:
                 f"{s['ttft_p50_s']:>10.2f}{s['ttft_p90_s']:>8.2f}{s['ttft_p99_s']:>8.2f}"
                 f"{s['tpot_p50_s'] * 1e3:>10.1f}{s['tpot_p90_s'] * 1e3:>8.1f}"
                 f"{s['tpot_p99_s'] * 1e3:>8.1f}{s['slo_attainment']:>9.0%}{good:>9}")
+        if self.weight_bytes:  # decode at batch 1 reads every weight once per token
+            rates = {n: self.weight_bytes / self.summary(n)["tpot_p50_s"] for n in
+                     (ONE_AT_A_TIME, ENGINE_BATCH_1) if n in self.runs}
+            ceiling = (f" (copy bandwidth measured now: {self.copy_bytes_per_s / 1e9:.1f} GB/s, "
+                       f"read + written)" if self.copy_bytes_per_s else "")
+            lines.append(f"batch-1 decode reads {self.weight_bytes / 1e6:.1f} MB of weights per token: "
+                         + ", ".join(f"{n} {r / 1e9:.1f} GB/s" for n, r in rates.items())
+                         + " at the p50 TPOT" + ceiling)
         trace = self.runs.get(ENGINE_TRACE)
         if trace is not None and trace.extra:
             e = trace.extra
@@ -484,7 +495,8 @@ def run_serving_benchmark(model, workload: ChatWorkload, *, generate_with_cache:
                           scheduler_cls, run_batch: Callable, engine=None,
                           static_batch_size: int = 8, ttft_slo_s: float = 5.0,
                           tpot_slo_s: float = 0.05, progress: bool = True,
-                          serve_options: dict | None = None) -> ServingReport:
+                          serve_options: dict | None = None,
+                          copy_bytes_per_s: float | None = None) -> ServingReport:
     """Serve `workload` four ways (module docstring) and return the report.
 
     The two one-at-a-time servers run interleaved, request by request (their ratio is the
@@ -492,7 +504,8 @@ def run_serving_benchmark(model, workload: ChatWorkload, *, generate_with_cache:
     `engine` defaults to the course engine on `model`'s weights, with EOS off (every
     request emits its trace length, as the other servers do). `serve_options` go to
     `serve_on_engine`; the default is a pool of 160 blocks of 16 tokens and at most 8
-    sequences per step.
+    sequences per step. `copy_bytes_per_s` (from `llmopt.device.calibrate()`) puts the
+    batch-1 weight-read rate beside the machine's measured ceiling.
     """
     from llmopt.engine import Engine
 
@@ -507,4 +520,6 @@ def run_serving_benchmark(model, workload: ChatWorkload, *, generate_with_cache:
     runs[STATIC] = run_static_batches(model, workload, static_batch_size, progress)
     runs[ENGINE_TRACE] = run_engine_trace(engine, workload, scheduler_cls, run_batch, progress,
                                           **options)
-    return ServingReport(runs, workload, ttft_slo_s, tpot_slo_s, hardware_line())
+    unique = {p.data_ptr(): p.numel() * p.element_size() for p in model.parameters()}
+    return ServingReport(runs, workload, ttft_slo_s, tpot_slo_s, hardware_line(),
+                         sum(unique.values()), copy_bytes_per_s)

@@ -69,8 +69,12 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     model, tokenizer = load_model("course-lm"), load_tokenizer("course-lm")
     workload = chat_workload(tokenizer, n_sessions=args.sessions, turns=args.turns)
+    from llmopt.device import calibrate
+
+    copy = calibrate("cpu").copy_bytes_per_s  # the ceiling, measured before the runs
     report = run_serving_benchmark(model, workload, static_batch_size=args.static_batch,
-                                   progress=not args.no_progress, **reference_components())
+                                   progress=not args.no_progress, copy_bytes_per_s=copy,
+                                   **reference_components())
     print()
     print(report.table())
     Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
