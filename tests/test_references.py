@@ -19,10 +19,10 @@ from grader.references import (REFERENCES_HEADING, cited_keys, load_references,
 
 REFERENCES = load_references()
 
-# Where citations may stand: the chapters' text twins, the library, the grader, and the
-# course's top-level documents (REFERENCES.md itself shows `[@key]` as an example).
+# Where citations may stand: the chapters' text twins, the library, the grader, the tools,
+# and the course's top-level documents (REFERENCES.md itself shows `[@key]` as an example).
 CITING_FILES = sorted(
-    [p for folder in ("source", "llmopt", "grader") for p in (ROOT / folder).rglob("*.py")]
+    [p for folder in ("source", "llmopt", "grader", "tools") for p in (ROOT / folder).rglob("*.py")]
     + [p for p in ROOT.glob("*.md") if p.name != "REFERENCES.md"])
 
 # Research notes that live beside the repository, not in it: students cannot open them.
