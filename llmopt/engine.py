@@ -6,15 +6,24 @@ It runs on the weights of a loaded `transformers` model and reproduces it: logit
 1e-4 in float32, greedy tokens identical to `generate(do_sample=False)`.
 
 Why it is fast on a tiny model. The course model (6 layers, d=256) is so small that a
-decode step is not bound by arithmetic but by two things: reading the weights from memory
-(about 20 MB in float32, the floor of every step, as on a GPU) and the fixed cost of each
-PyTorch call (a few microseconds on a CPU, several on a GPU launch). So the engine makes
-fewer calls: the q, k and v projections are one matmul over a stacked weight, gate and up
-another (copies made once, at load); RoPE's cos and sin come from a table built once;
-RoPE rotates queries and keys in one pass; RMSNorm is one fused call; and the attention
-mask is built once per forward pass, not once per layer, and dropped when every key is
-visible (a decode step without padding), which lets `scaled_dot_product_attention` take
-its unmasked kernel. `CudaGraphDecoder` removes the per-call cost altogether on a GPU.
+decode step is bound by neither arithmetic nor attention but by two things: reading every
+weight from memory (about 20 MB in float32 per token: the floor of a batch-1 step, as on
+a GPU) and the fixed cost of each PyTorch call (microseconds on a CPU, a kernel launch on
+a GPU), paid a few dozen times per layer. So the engine makes fewer, faster calls:
+
+- q, k and v are one matmul over a stacked weight, gate and up another, and every weight
+  is stored transposed, (in, out), the layout MKL streams fastest at batch 1 (copies
+  made once, at load; the `LayerWeights` fields stay views of the model's tensors);
+- RoPE's cos and sin are computed once per forward pass, and queries and keys are
+  rotated together, with a flip instead of a negation and a concatenation;
+- RMSNorm is one fused call (bit-identical in float32);
+- the attention mask is built once per forward pass, not per layer, and dropped when
+  every key is visible (a decode step without padding), which lets
+  `scaled_dot_product_attention` take its unmasked kernel;
+- `forward(..., logits_at=...)` runs the LM head only on the rows whose logits are used.
+
+`CudaGraphDecoder` removes the per-call cost altogether on a GPU: one decode step is
+recorded as a CUDA graph and replayed.
 
 Two seams, used by chapter 5 and later:
 
