@@ -945,17 +945,20 @@ for model in (LLAMA3_8B, LLAMA2_7B):
               + f"  -> best P/D {best_kind}; {verdict}")
 
 # %% [markdown]
-# **Reading the grid.** On this trace, with these SLOs, read off the printout which
-# deployment serves the most requests per GPU, and how that changes with the link and the
-# model. The physics behind what you see:
+# **Reading the grid.** On this trace, with these SLOs, **chunked colocation serves more
+# requests per GPU than any disaggregated deployment, at every link bandwidth and for both
+# models.** Disaggregation beats *unchunked* colocation (section 5 showed it), but once
+# each colocated GPU chunks its prefills, the two GPUs share both phases better than a
+# fixed split does. A slower link only widens the gap. Why, and where the ratios come in:
 #
-# - *The ratio has to match the work.* Prompts here are ten times longer than answers, so
-#   prefill is the bottleneck of a disaggregated deployment; a ratio with too few prefill
-#   GPUs leaves its decode GPUs idle, one with too many decode GPUs pays for GPUs that wait.
-# - *Colocation shares both phases on every GPU.* Chunked prefill lets each GPU fill the
-#   spare compute of its memory-bound decode steps with prefill tokens: no GPU is ever
-#   waiting for the other phase. Disaggregation wins only where that sharing breaks the
-#   TPOT target, which a tighter TPOT or longer prompts would make happen.
+# - *The ratio has to match the work.* Each P:D split leaves one side partly idle unless
+#   its GPUs match where the work is; which side that is depends on the prompt and answer
+#   lengths **and** on the model (the printout says which ratio each model prefers: work
+#   out why before question 2).
+# - *Colocation shares both phases on every GPU.* Chunked prefill fills the spare compute
+#   of each memory-bound decode step with prefill tokens, so no GPU waits for the other
+#   phase. Disaggregation wins where that sharing breaks the TPOT target: a TPOT target
+#   tighter than one chunked step, or prompts so long that chunks crowd out decodes.
 # - *The link matters when its time is comparable to a step.* 1,500 tokens of KV are
 #   197 MB for the GQA model (0.44 ms over NVLink, 63 ms at 3.125 GB/s) but 786 MB for the
 #   MHA model: 4× the bytes, so the same NIC hurts it first, and a queue forms on the link
@@ -1045,27 +1048,28 @@ from grader import grade; grade("ch06_scheduling/leaderboard")
 # Answer from the grid of section 8 (it uses exactly the trace, SLOs and setup named
 # there; rerun any cell you need). The grader recomputes each answer itself.
 #
-# 1. On `CAPACITY_TRACE` with Llama-3.1-8B over NVLink (450 GB/s), which deployment serves
-#    the most requests per GPU: `"chunked"`, `"1P1D"`, `"1P2D"` or `"2P1D"`?
-# 2. Among the three P/D ratios, which one is best for Llama-3.1-8B over NVLink, and why
-#    (a sentence for yourself: the grader reads only the choice)?
-# 3. For Llama-2-7B (MHA) on 1P1D, what fraction of its NVLink goodput per GPU does it
-#    lose when the link is 12.5 GB/s (a 100 Gb/s NIC)? A number between 0 and 1
-#    (0.25 means a quarter lost), within ±0.05.
+# 1. On `CAPACITY_TRACE` with Llama-3.1-8B over NVLink (450 GB/s), which P:D ratio gives
+#    the most goodput per GPU: `"1P1D"`, `"1P2D"` or `"2P1D"`?
+# 2. The same question for Llama-2-7B (MHA). If the answer differs, say to yourself why:
+#    what does a decode step of the MHA model read that the GQA model's does not? (The
+#    grader reads only the choice.)
+# 3. For Llama-2-7B on 1P1D, what fraction of its NVLink goodput per GPU does it lose
+#    when the link is 12.5 GB/s (a 100 Gb/s NIC)? A number between 0 and 1 (0.25 means a
+#    quarter lost), within ±0.05.
 
 # %% nbgrader={"grade": false, "grade_id": "thinking_solution", "locked": false, "schema_version": 3, "solution": true}
-# Plain values: "chunked" / "1P1D" / "1P2D" / "2P1D", and a number.
+# Plain values: "1P1D" / "1P2D" / "2P1D", and a number.
 ### BEGIN SOLUTION
-ANSWER_BEST_PER_GPU = "chunked"
-ANSWER_BEST_PD_RATIO = "2P1D"
+ANSWER_BEST_RATIO_GQA = "2P1D"
+ANSWER_BEST_RATIO_MHA = "1P2D"
 ANSWER_MHA_LINK_LOSS = 0.41
 ### END SOLUTION
 
 # %% nbgrader={"grade": true, "grade_id": "thinking", "locked": true, "points": 3, "schema_version": 3, "solution": false}
-assert ANSWER_BEST_PER_GPU in ("chunked", "1P1D", "1P2D", "2P1D"), "one of the four names"
-assert ANSWER_BEST_PD_RATIO in ("1P1D", "1P2D", "2P1D"), "one of the three ratios"
+assert ANSWER_BEST_RATIO_GQA in ("1P1D", "1P2D", "2P1D"), "one of the three ratios"
+assert ANSWER_BEST_RATIO_MHA in ("1P1D", "1P2D", "2P1D"), "one of the three ratios"
 assert 0.0 <= float(ANSWER_MHA_LINK_LOSS) <= 1.0, "a fraction between 0 and 1"
-print(ANSWER_BEST_PER_GPU, ANSWER_BEST_PD_RATIO, round(float(ANSWER_MHA_LINK_LOSS), 3))
+print(ANSWER_BEST_RATIO_GQA, ANSWER_BEST_RATIO_MHA, round(float(ANSWER_MHA_LINK_LOSS), 3))
 ### BEGIN HIDDEN TESTS
 from grader import grade; grade("ch06_scheduling/thinking")
 ### END HIDDEN TESTS

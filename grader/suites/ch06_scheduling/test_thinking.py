@@ -8,8 +8,7 @@ from functools import lru_cache
 import pytest
 
 from llmopt.metrics import goodput
-from llmopt.simulator import (H100_SXM, LLAMA2_7B, LLAMA3_8B, RDMA_400G, CostModel, simulate,
-                              simulate_disaggregated)
+from llmopt.simulator import H100_SXM, LLAMA2_7B, LLAMA3_8B, RDMA_400G, CostModel, simulate_disaggregated
 from llmopt.workload import at_rate, make_trace
 
 TRACE = make_trace(80, 20, seed=3, prompt_median=1500, prompt_sigma=0.8, output_median=150, prompt_max=8000)
@@ -22,17 +21,14 @@ class _Truth:
 
     @lru_cache(maxsize=None)
     def per_gpu(self, kind, model, link_gbps=450):
+        """Goodput per GPU of "xPyD" on the notebook's capacity trace and SLOs."""
         cost = CostModel(H100_SXM, model)
         server = dict(num_blocks=cost.kv_blocks(), max_num_seqs=128, cost=cost)
-        if kind == "chunked":
-            run, gpus = (lambda rate: simulate(at_rate(TRACE, rate), self.reference.ChunkedPrefillScheduler,
-                                               instances=2, max_num_batched_tokens=512, **server).requests()), 2
-        else:
-            p, d = int(kind[0]), int(kind[2])
-            run, gpus = (lambda rate: simulate_disaggregated(
-                at_rate(TRACE, rate), self.reference.DecodeScheduler, num_prefill=p, num_decode=d,
-                link_bytes_per_s=link_gbps * 1e9, link_latency_s=RDMA_400G.latency_s, **server).requests()), p + d
-        return goodput(run, *SLO, start_rate=8, rel_tol=0.1) / gpus
+        p, d = int(kind[0]), int(kind[2])
+        run = lambda rate: simulate_disaggregated(
+            at_rate(TRACE, rate), self.reference.DecodeScheduler, num_prefill=p, num_decode=d,
+            link_bytes_per_s=link_gbps * 1e9, link_latency_s=RDMA_400G.latency_s, **server).requests()
+        return goodput(run, *SLO, start_rate=8, rel_tol=0.1) / (p + d)
 
 
 @pytest.fixture(scope="module")
@@ -44,28 +40,27 @@ def _answer(student, name):
     return student.__getattr__(name).value()
 
 
-@pytest.mark.points(1)
-@pytest.mark.timeout(60)
-def test_best_deployment_per_gpu(student, truth):
-    """question 1: the deployment with the most goodput per GPU (Llama-3.1-8B, NVLink)"""
-    got = _answer(student, "ANSWER_BEST_PER_GPU")
-    kinds = ("chunked", "1P1D", "1P2D", "2P1D")
-    assert got in kinds, f"ANSWER_BEST_PER_GPU must be one of {kinds}, got {got!r}"
-    scores = {k: truth.per_gpu(k, LLAMA3_8B) for k in kinds}
-    assert scores[got] >= max(scores.values()), (
-        f"{got} is not the best per GPU on this trace: compare section 8's grid row by row")
-
-
-@pytest.mark.points(1)
-@pytest.mark.timeout(60)
-def test_best_pd_ratio(student, truth):
-    """question 2: the best prefill:decode ratio (Llama-3.1-8B, NVLink)"""
-    got = _answer(student, "ANSWER_BEST_PD_RATIO")
+def _check_ratio(student, truth, name, model):
+    got = _answer(student, name)
     kinds = ("1P1D", "1P2D", "2P1D")
-    assert got in kinds, f"ANSWER_BEST_PD_RATIO must be one of {kinds}, got {got!r}"
-    scores = {k: truth.per_gpu(k, LLAMA3_8B) for k in kinds}
+    assert got in kinds, f"{name} must be one of {kinds}, got {got!r}"
+    scores = {k: truth.per_gpu(k, model) for k in kinds}
     assert scores[got] >= max(scores.values()), (
-        f"{got} is not the best ratio: where is the work of this trace, prefill or decode?")
+        f"{got} is not the best ratio for {model.name}: where is its work, prefill or decode?")
+
+
+@pytest.mark.points(1)
+@pytest.mark.timeout(60)
+def test_best_ratio_gqa(student, truth):
+    """question 1: the best prefill:decode ratio per GPU for Llama-3.1-8B over NVLink"""
+    _check_ratio(student, truth, "ANSWER_BEST_RATIO_GQA", LLAMA3_8B)
+
+
+@pytest.mark.points(1)
+@pytest.mark.timeout(60)
+def test_best_ratio_mha(student, truth):
+    """question 2: the best prefill:decode ratio per GPU for Llama-2-7B (MHA) over NVLink"""
+    _check_ratio(student, truth, "ANSWER_BEST_RATIO_MHA", LLAMA2_7B)
 
 
 @pytest.mark.points(1)
