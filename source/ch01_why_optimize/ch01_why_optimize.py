@@ -27,8 +27,8 @@
 # **Why it matters in money.** Serving cost is a GPU-hour price divided by the tokens that
 # hour produces. Double the tokens per hour and the cost per token halves; no other
 # lever in this course is more direct. The exercises below are small, but every later
-# chapter ends with a box that plugs its measured speed-up into the functions you write
-# here.
+# chapter ends with an ROI formula that plugs its measured speed-up into the functions
+# you write here.
 
 # %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false}
 import math
@@ -618,7 +618,7 @@ print(f"cost left after two 50 % cuts: {compound_efficiency([0.5, 0.5]):.0%}")
 # - [ ] Every headline number has a source, a quantity, a setting and a date before it
 #       enters a plan.
 #
-# ### ROI box · ROI计算公式
+# ### ROI formula · ROI计算公式
 #
 # For an optimization with measured end-to-end speed-up $s$ on traffic of $T$ million
 # tokens per month, at a current cost $c$ USD per million tokens, built for $E$ USD:
@@ -626,4 +626,4 @@ print(f"cost left after two 50 % cuts: {compound_efficiency([0.5, 0.5]):.0%}")
 # $$c = \frac{\text{GPUs} \times \text{USD per GPU-hour}}{\text{tokens/s} \times 3600 \times \text{utilisation}} \times 10^6,
 # \qquad \text{savings/month} = T\,c\,(1 - 1/s), \qquad \text{payback} = \frac{E}{T\,c\,(1 - 1/s)}$$
 #
-# Every later chapter fills this box with its own measured $s$.
+# Every later chapter fills this formula with its own measured $s$.
