@@ -51,6 +51,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
+import numpy as np
 import torch
 
 from llmopt.metrics import goodput, summarize
@@ -385,6 +386,7 @@ class ServingReport:
     hardware: str
     weight_bytes: int = 0  # read once per decode step
     copy_bytes_per_s: float | None = None  # llmopt.device's calibrated ceiling, if measured
+    rounds: list[dict[str, float]] = field(default_factory=list)  # tokens/s per server, per round
 
     def summary(self, name: str) -> dict:
         run = self.runs[name]
@@ -395,8 +397,10 @@ class ServingReport:
         return out
 
     def speedup(self, name: str, baseline: str = ONE_AT_A_TIME) -> float:
-        """Output tokens/s of `name` over the baseline's, in this run."""
-        return self.runs[name].tokens_per_s / self.runs[baseline].tokens_per_s
+        """Output tokens/s of `name` over the baseline's: the median over rounds of each
+        round's ratio (a load that comes and goes moves a ratio less than a rate)."""
+        rounds = self.rounds or [{n: r.tokens_per_s for n, r in self.runs.items()}]
+        return float(np.median([r[name] / r[baseline] for r in rounds]))
 
     def mismatches(self, reference: str = ONE_AT_A_TIME) -> list[tuple[str, int, int]]:
         """(run, request id, first differing token index) wherever a run's tokens differ
@@ -412,6 +416,8 @@ class ServingReport:
                  f"workload: {len(w)} chat requests, {len({r.session_id for r in reqs})} sessions; "
                  f"{prompt_tokens} prompt tokens ({w.shared_prefix_tokens()} in prefixes an earlier "
                  f"prompt shares), {sum(r.output_len for r in reqs)} output tokens; all queued at t=0",
+                 f"rounds: {max(1, len(self.rounds))} (the table shows the last; 'x gen.' is the "
+                 f"median over rounds of tok/s over one-at-a-time generate's in the same round)",
                  f"SLOs: TTFT <= {self.ttft_slo_s:g} s, TPOT <= {self.tpot_slo_s * 1e3:g} ms; "
                  f"goodput = highest arrival rate with >= 90% of requests within both",
                  "",
@@ -496,7 +502,8 @@ def run_serving_benchmark(model, workload: ChatWorkload, *, generate_with_cache:
                           static_batch_size: int = 8, ttft_slo_s: float = 5.0,
                           tpot_slo_s: float = 0.05, progress: bool = True,
                           serve_options: dict | None = None,
-                          copy_bytes_per_s: float | None = None) -> ServingReport:
+                          copy_bytes_per_s: float | None = None,
+                          rounds: int = 1) -> ServingReport:
     """Serve `workload` four ways (module docstring) and return the report.
 
     The two one-at-a-time servers run interleaved, request by request (their ratio is the
@@ -505,7 +512,8 @@ def run_serving_benchmark(model, workload: ChatWorkload, *, generate_with_cache:
     request emits its trace length, as the other servers do). `serve_options` go to
     `serve_on_engine`; the default is a pool of 160 blocks of 16 tokens and at most 8
     sequences per step. `copy_bytes_per_s` (from `llmopt.device.calibrate()`) puts the
-    batch-1 weight-read rate beside the machine's measured ceiling.
+    batch-1 weight-read rate beside the machine's measured ceiling. With `rounds` > 1 the
+    four runs repeat; the table shows the last round, speed-ups are medians over rounds.
     """
     from llmopt.engine import Engine
 
@@ -514,12 +522,15 @@ def run_serving_benchmark(model, workload: ChatWorkload, *, generate_with_cache:
         engine = Engine(base.weights, base.attention, eos_token_id=None,
                         pad_token_id=base.pad_token_id)
     options = {"num_blocks": 160, "block_size": 16, "max_num_seqs": 8, **(serve_options or {})}
-    runs = {}
-    runs[ONE_AT_A_TIME], runs[ENGINE_BATCH_1] = run_one_at_a_time(
-        model, engine, workload, generate_with_cache, progress)
-    runs[STATIC] = run_static_batches(model, workload, static_batch_size, progress)
-    runs[ENGINE_TRACE] = run_engine_trace(engine, workload, scheduler_cls, run_batch, progress,
-                                          **options)
+    per_round = []
+    for _ in range(rounds):
+        runs = {}
+        runs[ONE_AT_A_TIME], runs[ENGINE_BATCH_1] = run_one_at_a_time(
+            model, engine, workload, generate_with_cache, progress)
+        runs[STATIC] = run_static_batches(model, workload, static_batch_size, progress)
+        runs[ENGINE_TRACE] = run_engine_trace(engine, workload, scheduler_cls, run_batch,
+                                              progress, **options)
+        per_round.append({name: run.tokens_per_s for name, run in runs.items()})
     unique = {p.data_ptr(): p.numel() * p.element_size() for p in model.parameters()}
     return ServingReport(runs, workload, ttft_slo_s, tpot_slo_s, hardware_line(),
-                         sum(unique.values()), copy_bytes_per_s)
+                         sum(unique.values()), copy_bytes_per_s, per_round)

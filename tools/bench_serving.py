@@ -52,6 +52,8 @@ def main(argv=None) -> int:
     parser.add_argument("--sessions", type=int, default=8, help="chat sessions (default 8)")
     parser.add_argument("--turns", type=int, default=4, help="turns per session (default 4)")
     parser.add_argument("--static-batch", type=int, default=8, help="static batch size")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat the four runs; speed-ups are medians over rounds")
     parser.add_argument("--plot", default=str(ROOT / "build" / "bench_serving.png"),
                         help="where to save the plot (default build/bench_serving.png)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -74,6 +76,7 @@ def main(argv=None) -> int:
     copy = calibrate("cpu").copy_bytes_per_s  # the ceiling, measured before the runs
     report = run_serving_benchmark(model, workload, static_batch_size=args.static_batch,
                                    progress=not args.no_progress, copy_bytes_per_s=copy,
+                                   rounds=args.rounds,
                                    **reference_components())
     print()
     print(report.table())
