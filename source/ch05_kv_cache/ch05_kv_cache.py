@@ -1621,8 +1621,8 @@ for kv_name, per_token in (("BF16 KV", kv_bytes_per_token(32, 8, 128)),
 # %% [markdown]
 # The H200's extra 61 GB all go to KV (the weights are the same 16 GB), so it holds about
 # twice the H100's sequences; FP8 KV doubles both. These are upper bounds: a real engine
-# also reserves activation memory and CUDA-graph buffers, which vLLM measures at
-# start-up [@vllm-v1-kv-cache-manager].
+# also holds its peak activations, which vLLM measures at start-up before it sizes the
+# pool [@vllm-v1-kv-cache-manager].
 
 # %% [markdown]
 # ## 9. Questions
@@ -1651,6 +1651,8 @@ for kv_name, per_token in (("BF16 KV", kv_bytes_per_token(32, 8, 128)),
 # 0.002.)
 
 # %% nbgrader={"grade": false, "grade_id": "questions_solution", "locked": false, "schema_version": 3, "solution": true}
+# Define ANSWER_PAGING_CAPACITY_GAIN (Q1), ANSWER_MLA_SAVING (Q2) and
+# ANSWER_PREFILL_SAVED_FRACTION (Q3), each a number.
 ### BEGIN SOLUTION
 _blocks = CostModel(H100_SXM, LLAMA3_8B).kv_blocks(16, 0.9, other_bytes=128256 * 4096 * 2)
 ANSWER_PAGING_CAPACITY_GAIN = (_blocks // math.ceil(1000 / 16)) / (_blocks // (8192 // 16))
