@@ -117,7 +117,8 @@ for label, work in steps.items():
 # %% [markdown]
 # The policies below are compared on the roofline: the comparison is exact and the grader
 # can repeat it. When we turn times into capacity and money (section 8), we use the
-# calibrated model: a deployment sized on the roofline would be 2–5× too small.
+# calibrated model: a deployment sized on the roofline would be too small, and by more
+# than these ratios wherever an SLO sits close to the step time.
 
 # %% [markdown]
 # ## 2. Static batching and head-of-line blocking
@@ -969,8 +970,10 @@ for model in (LLAMA3_8B, LLAMA2_7B):
 # GPUs for a target traffic $R$ (requests/s): $N = \lceil R / g \rceil$, with $g$ the
 # goodput per GPU. Cost per million output tokens at that load: GPU price per hour ×
 # $N$ / (output tokens per hour at $R$) × 10⁶. Here on the **calibrated** H200 model
-# (CUDA graphs, section 1), because capacity sized on the roofline would be 2–5× too
-# optimistic; the GPU price is an assumption (chapter 1's), put in your own.
+# (CUDA graphs, section 1), with the roofline's answer beside it: with a 10 ms TPOT
+# target, steps 2–5× slower than the roofline leave far fewer batches that meet it, so
+# the capacity gap is larger than the step-time gap. The GPU price is an assumption
+# (chapter 1's): put in your own.
 
 # %%
 ASSUMED_GPU_HOURLY_USD = 2.50  # an assumption, as in chapter 1: change it
