@@ -84,6 +84,7 @@ def serve_on_engine(engine, prompts: list[list[int]], output_lens: list[int], sc
             scheduler.add_request(pending.pop(0))
         batch = instance.plan(float(step)) if scheduler.has_work() else None
         if batch is not None and (batch or batch.preempted):
+            instance.pool.share_within_step(batch.scheduled)  # the store writes before it reads
             emitting = {seq.request_id for seq, n in batch.scheduled
                         if seq.num_computed_tokens + n == seq.num_tokens}
             computed = sum(end - start for start, end in (seq.compute_range(n) for seq, n in batch.scheduled))

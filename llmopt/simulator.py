@@ -454,13 +454,15 @@ class KVBlockPool:
         self.ref_count[block] = 1
         return block
 
-    def cache_full_blocks(self, seq: Sequence) -> None:
-        """Register the blocks of `seq` that are full of computed prompt tokens, so later
-        sequences with the same prefix find them (runs as its steps complete)."""
+    def cache_full_blocks(self, seq: Sequence, upto: int | None = None) -> None:
+        """Register the blocks of `seq` that are full of computed prompt tokens (of its
+        first `upto` tokens, default num_computed_tokens), so later sequences with the
+        same prefix find them (runs as its steps complete)."""
         table, size = self._tables.get(seq.request_id), self.block_size
         if not table:
             return
-        for index in range(seq.num_named_blocks, min(len(table), seq.num_computed_tokens // size)):
+        upto = seq.num_computed_tokens if upto is None else upto
+        for index in range(seq.num_named_blocks, min(len(table), upto // size)):
             key = seq.block_key(index, size)
             if key is None:  # past the prompt's full blocks: nothing more to name
                 seq.num_named_blocks = 1 << 62  # none left to name, now or later
@@ -469,6 +471,42 @@ class KVBlockPool:
             if block not in self._key_of and key not in self._block_of:  # else held already
                 self._key_of[block], self._block_of[key] = key, block
             seq.num_named_blocks = index + 1
+
+    def share_within_step(self, scheduled: list[tuple[Sequence, int]]) -> None:
+        """Prefix sharing inside one step, for an engine whose step writes every new
+        token's KV before any attention reads it (the real engine's does, layer by layer).
+
+        In the order of `scheduled` ((sequence, tokens) pairs of a planned step), each
+        sequence that starts from nothing first looks again for its next blocks among
+        those that earlier items of this step are computing, and takes them instead of
+        its own fresh ones (which go back to the pool); then the blocks the item will have
+        filled by the end of the step are registered. Without this a block is found only
+        once the step computing it is over."""
+        size = self.block_size
+        for seq, n in scheduled:
+            table = self._tables.get(seq.request_id)
+            if not table:
+                continue
+            if seq.num_computed_tokens == 0:
+                index = seq.num_cached_tokens // size
+                limit = min(len(table), (seq.num_tokens - 1) // size)
+                while index < limit:
+                    block = self._block_of.get(seq.block_key(index, size))
+                    if block is None or self.ref_count[block] == 0:
+                        break  # (a free cached block would have been found at allocation)
+                    own = table[index]
+                    self.ref_count[block] += 1
+                    self.ref_count[own] -= 1
+                    if self.ref_count[own] == 0:
+                        (self._free_cached if own in self._key_of else self._free_empty)[own] = None
+                    table[index] = block
+                    index += 1
+                gained = index * size - seq.num_cached_tokens
+                if gained > 0:
+                    seq.num_cached_tokens += gained
+                    self.hit_tokens[seq.request_id] = self.hit_tokens.get(seq.request_id, 0) + gained
+                    seq.num_named_blocks = max(seq.num_named_blocks, index)
+            self.cache_full_blocks(seq, upto=seq.num_computed_tokens + n)
 
     def free(self, seq: Sequence) -> None:
         """Return every block of `seq` to the pool, tail first; cached ones stay findable."""

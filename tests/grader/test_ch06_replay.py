@@ -357,13 +357,13 @@ def toy_alone(prompt, n):
 
 
 SERVED = {  # as test_real_engine serves them
-    "preempting": ("ContinuousBatchingScheduler", dict(arrival_steps=[0, 0, 1, 2, 4, 6], num_blocks=16, block_size=4,
+    "preempting": ("ContinuousBatchingScheduler", dict(arrival_steps=[0, 0, 1, 2, 4, 6], num_blocks=18, block_size=4,
                                                        max_num_seqs=4)),
     "chunked": ("ChunkedPrefillScheduler", dict(num_blocks=64, block_size=4, max_num_seqs=4, max_num_batched_tokens=8)),
 }
 SYSTEM = [(5 * j) % 300 + 10 for j in range(20)]  # a shared system prompt: prefix hits
 PROMPTS = [SYSTEM + [(7 * i + 3 * j) % 50 for j in range(n)] for i, n in enumerate([12, 8, 15, 10, 6, 13])]
-LENGTHS = [9, 5, 11, 7, 3, 8]
+LENGTHS = [20, 12, 18, 16, 8, 14]
 
 
 @pytest.mark.parametrize("case", SERVED)

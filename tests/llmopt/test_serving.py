@@ -155,3 +155,24 @@ def test_the_paged_store_writes_and_reads_slots():
     got_k, got_v = store.read(1, slots)
     assert torch.equal(got_k, keys) and torch.equal(got_v, values)
     assert not store.keys[0].any()  # another layer untouched
+
+
+def test_a_sequence_shares_what_an_earlier_one_computes_in_the_same_step():
+    pool = KVBlockPool(16, 4)
+    a, b = seq(0, SHARED + [1, 2]), seq(1, SHARED + [3])
+    admit(pool, a)
+    admit(pool, b)
+    assert b.num_cached_tokens == 0 and pool.total_held() == 8
+    pool.share_within_step([(a, a.num_pending_tokens), (b, b.num_pending_tokens)])
+    assert b.block_table[:3] == a.block_table[:3] and b.num_cached_tokens == 12
+    assert pool.total_held() == 5 and pool.hit_tokens[1] == 12  # b's own three went back
+    assert b.compute_range(b.num_pending_tokens) == (12, 13)
+
+
+def test_a_chunk_shares_only_the_blocks_it_fills():
+    pool = KVBlockPool(16, 4)
+    a, b = seq(0, SHARED + [1, 2]), seq(1, SHARED + [3])
+    pool.allocate(a, 2)  # a chunk of 6 fills one block, half of the next
+    admit(pool, b)
+    pool.share_within_step([(a, 6), (b, b.num_pending_tokens)])
+    assert b.num_cached_tokens == 4 and b.block_table[0] == a.block_table[0]

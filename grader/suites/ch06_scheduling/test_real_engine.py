@@ -16,7 +16,7 @@ from llmopt.simulator import SchedulingError
 SYSTEM = "# Python. Short, typed answers only.\n"  # a prefix every prompt shares: prefix hits
 TEXTS = ["import re\nimport os\n\ndef ", "    def __repr__(self):\n        return", "try:\n    import",
          "with open(path) as f:\n", "self.assertEqual(", "if __name__ == '__main__':\n"]
-LENGTHS = [9, 5, 11, 7, 3, 8]
+LENGTHS = [20, 12, 18, 16, 8, 14]
 HINT = ("\nCompute only tokens max(seq.num_computed_tokens, seq.num_cached_tokens) .. "
         "seq.num_computed_tokens + n of each sequence (the grader hides the ids below: their KV is "
         "in the cache), write and read them through seq.block_table, and take each emitting "
@@ -74,7 +74,7 @@ def same_tokens(served, alone) -> None:
 @pytest.mark.points(4)
 @pytest.mark.timeout(180)
 def test_paging_preemption_and_prefix_hits_change_no_token(student, judge_side):
-    """continuous batching on paged KV, a 14-block pool forcing preemption, a shared prefix: tokens equal generating alone"""
+    """continuous batching on paged KV, a 14-block pool forcing preemptions, a shared prefix: tokens equal generating alone"""
     served, alone = serve(student, judge_side, "ContinuousBatchingScheduler", arrival_steps=[0, 0, 1, 2, 4, 6],
                           num_blocks=14, block_size=4, max_num_seqs=4)
     assert sum(served["preemptions"].values()) > 0, "this 14-block pool should force a preemption"
