@@ -792,10 +792,11 @@ from grader import grade; grade("ch05_kv_cache/paged_attention")
 # partition or of the context is rarely a whole tile: mask by token position.
 #
 # **What to expect.** Decode attention can read K/V at close to the memory's bandwidth
-# on long contexts (FlashInfer reports close to 100 % [@ye2024-flashinfer]). This
-# chapter's reference kernel is built to read K and V at 70 % or more of the copy
-# bandwidth `llmopt.device.calibrate()` measures, at 8k context; on a GPU the grader
-# times your kernel against it in the same run and asks for at least half its bandwidth.
+# on long contexts (FlashInfer reports close to 100 % [@ye2024-flashinfer]). The goal set
+# for this chapter's reference kernel is 70 % of the copy bandwidth that
+# `llmopt.device.calibrate()` measures, at 8k context; the last cell of this section
+# measures it when a GPU is present. On a GPU the grader times your kernel against the
+# reference in the same run, on the same card, and asks for at least half its bandwidth.
 #
 # The cell gives both kernels' signatures and a launcher that refuses to launch a kernel
 # that still holds its stub: a `raise` inside `@triton.jit` is a compile error on a GPU,
@@ -997,9 +998,10 @@ from grader import grade; grade("ch05_kv_cache/paged_attention_triton")
 # a shuffled block layout. The PyTorch version pays for its gather: it copies the whole
 # context into a dense tensor at every decode step. A kernel's figure of merit is
 # bandwidth: the bytes of K and V it reads per second, as a fraction of the copy
-# bandwidth `llmopt.device.calibrate()` measures on the same device. On a GPU the second
-# cell prints it for dense sdpa, the PyTorch gather and your Triton kernel at 8k context;
-# on the CPU the kernel runs in Triton's interpreter, where its time means nothing.
+# bandwidth `llmopt.device.calibrate()` measures on the same device. On a GPU the last
+# cell of this section prints it for dense sdpa, the PyTorch gather and your Triton kernel
+# at 8k context; on the CPU the kernel runs in Triton's interpreter, where its time means
+# nothing, so the first cell compares dense and gathered attention only.
 
 # %%
 def shuffled_layout(batch, context, block_size=16, n_heads=8, n_kv_heads=2, head_dim=32,
@@ -1037,7 +1039,9 @@ print(f"dense {1e6 * dense_s:.0f} us, paged (PyTorch gather) {1e6 * paged_s:.0f}
 # %% [markdown]
 # How much parallelism each kernel design offers, at 8k context with 32 query and 8 KV
 # heads, counted in programs per SM of an H100 (132 SMs [@nvidia-h100-datasheet]), and
-# how often each design reads every K/V byte. On a GPU, the measurement follows.
+# how often each design reads every K/V byte. Under one program per SM the chip idles;
+# a few per SM let one program's loads overlap another's arithmetic and memory latency.
+# On a GPU, the measurement follows.
 
 # %%
 def kernel_grids(context=8192, n_heads=32, n_kv_heads=8, partition=512, sms=132):
