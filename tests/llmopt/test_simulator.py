@@ -271,3 +271,12 @@ def test_cpu_profile_bounds_the_real_course_model(course_models):
                      f"{', '.join(f'{t * 1e3:.0f}' for t in predicted)} ms")
     print("\n" + "\n".join(lines))
     assert all(0.7 <= median <= 15 for median in medians), "\n".join(lines)
+
+
+def test_efficiency_by_name_crosses_process_walls():
+    """Runs recorded in a grading worker name their cost model with strings."""
+    trace = make_trace(10, 50, seed=5, prompt_median=200, output_median=20)
+    named = simulate(trace, _Continuous, hardware="h200", efficiency="h200-cuda-graphs").requests()
+    given = simulate(trace, _Continuous, cost=CostModel(H200, LLAMA3_8B, H200_CUDA_GRAPHS)).requests()
+    roofline = simulate(trace, _Continuous, hardware="h200").requests()
+    assert named == given and named[-1]["finish_s"] > roofline[-1]["finish_s"]
