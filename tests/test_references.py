@@ -91,3 +91,22 @@ def test_every_chapter_notebook_ends_with_its_references(folder, chapter, notebo
     listed = re.findall(r"^- \*\*\[@([^\]]+)\]\*\*", last.source, re.MULTILINE)
     assert listed == twin_keys, (f"{path.relative_to(ROOT)}'s references list {listed}, its source "
                                  f"cites {twin_keys}: rebuild the notebook")
+
+
+def test_glossary_names_real_chapters():
+    """Each term's "first in" is a chapter of the course, marked "(planned)" exactly when
+    that chapter has no notebook yet; the terms the scheduling and KV chapters rely on are there."""
+    rows = [line.split("|")[1:-1] for line in (ROOT / "GLOSSARY.md").read_text(encoding="utf-8").splitlines()
+            if line.startswith("| ") and not line.startswith("| English")]
+    active = {ch.short for ch in course_config.ACTIVE_CHAPTERS}
+    known = {ch.short for ch in course_config.CHAPTERS}
+    for english, chinese, first_in, _ in ((c.strip() for c in row) for row in rows):
+        match = re.fullmatch(r"(ch\d\d)( \(planned\))?", first_in)
+        assert match and match.group(1) in known, f"GLOSSARY: {english!r} is first in {first_in!r}, not a chapter"
+        assert (match.group(1) in active) == (match.group(2) is None), (
+            f"GLOSSARY: {english!r} is first in {first_in!r}: mark '(planned)' exactly the chapters "
+            "without a notebook")
+    chinese_terms = {row[1].strip() for row in rows}
+    for term in ("写时复制", "引用计数", "队头阻塞", "静态批处理", "重计算", "饥饿", "token预算",
+                 "连续内存KV缓存", "有效吞吐", "SLO达成率", "分页注意力"):
+        assert term in chinese_terms, f"GLOSSARY lacks {term}"
