@@ -1039,8 +1039,8 @@ print(f"dense {1e6 * dense_s:.0f} us, paged (PyTorch gather) {1e6 * paged_s:.0f}
 # %% [markdown]
 # How much parallelism each kernel design offers, at 8k context with 32 query and 8 KV
 # heads, counted in programs per SM of an H100 (132 SMs [@nvidia-h100-datasheet]), and
-# how often each design reads every K/V byte. Under one program per SM the chip idles;
-# a few per SM let one program's loads overlap another's arithmetic and memory latency.
+# how often each design reads every K/V byte. With fewer programs than SMs part of the
+# chip idles; with a few per SM, one program's loads are in flight while another computes.
 # On a GPU, the measurement follows.
 
 # %%
