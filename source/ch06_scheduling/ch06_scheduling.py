@@ -659,9 +659,10 @@ class StepAttention:
     queries read its own context through its block table, under the engine's visibility
     rule (key j is visible to a query at position p iff j <= p):
 
-    - one-token sequences (decodes) together: one gather of all their contexts, padded to
-      the longest and masked, one attention call;
-    - longer ones (prefills, chunks) one by one, each over a gather of its context.
+    - one-token sequences (decodes) together: one gather of all their blocks, padded to
+      the longest and masked, one attention call in which the query heads that share a
+      KV head stand in for the query length (no copy of the KV per query head);
+    - longer ones (prefills, chunks) one by one, each over a gather of its blocks.
 
     Every index is built here, once per step, not once per layer.
     """
@@ -671,40 +672,47 @@ class StepAttention:
         self.kv, self.slot_mapping = kv, slot_mapping  # (T,) long
         size = kv.block_size
 
-        def context_slots(table, length):  # (length,): the slots of tokens 0 .. length - 1
-            pos = torch.arange(length)
-            return torch.tensor(table, dtype=torch.long)[pos // size] * size + pos % size
+        def blocks(i):  # (n,): the blocks holding sequence i's context
+            return torch.tensor(block_tables[i][:-(-context_lens[i] // size)], dtype=torch.long)
 
         starts = [0]
         for n in query_lens:
             starts.append(starts[-1] + n)
-        self.prefills = [(starts[i], starts[i + 1], context_slots(block_tables[i], context_lens[i]))
-                         for i, n in enumerate(query_lens) if n > 1]  # (first, last + 1, slots (ctx,))
+        self.prefills = []  # (first packed token, last + 1, blocks (1, n), key positions (1, n * size))
+        for i, n in enumerate(query_lens):
+            if n > 1:
+                table = blocks(i)[None]
+                key_positions = torch.arange(table.shape[1] * size)[None]
+                key_positions = key_positions.masked_fill(key_positions >= context_lens[i], -1)  # unused slots
+                self.prefills.append((starts[i], starts[i + 1], table, key_positions))
         decodes = [i for i, n in enumerate(query_lens) if n == 1]
         self.decode_tokens = torch.tensor([starts[i] for i in decodes], dtype=torch.long)  # (S_d,)
         if decodes:
+            tables = [blocks(i) for i in decodes]
+            self.decode_tables = torch.zeros(len(decodes), max(map(len, tables)), dtype=torch.long)  # (S_d, n)
+            for row, table in enumerate(tables):
+                self.decode_tables[row, :len(table)] = table  # padding reads block 0, masked below
             lengths = torch.tensor([context_lens[i] for i in decodes])  # (S_d,)
-            self.decode_slots = torch.zeros(len(decodes), int(lengths.max()), dtype=torch.long)  # (S_d, L)
-            for row, i in enumerate(decodes):
-                self.decode_slots[row, :context_lens[i]] = context_slots(block_tables[i], context_lens[i])
-            self.decode_visible = (torch.arange(self.decode_slots.shape[1])[None]
-                                   < lengths[:, None])[:, None, None]  # (S_d, 1, 1, L)
+            self.decode_visible = (torch.arange(self.decode_tables.shape[1] * size)[None]
+                                   < lengths[:, None])[:, None, None]  # (S_d, 1, 1, n * size)
 
     def attend(self, layer, query, keys, values, positions):
         """query (1, H, T, hd); keys, values (1, H_kv, T, hd); positions (1, T) -> (1, H, T, hd)."""
         self.kv.write(layer, self.slot_mapping, keys[0].transpose(0, 1), values[0].transpose(0, 1))
         out = torch.empty_like(query)  # (1, H, T, hd)
-        for first, last, slots in self.prefills:
-            k, v = self.kv.read(layer, slots)  # (ctx, H_kv, hd) each
-            out[:, :, first:last] = causal_attention(
-                query[:, :, first:last], k.transpose(0, 1)[None], v.transpose(0, 1)[None],
-                positions[:, first:last], torch.arange(len(slots))[None])
+        for first, last, table, key_positions in self.prefills:
+            k, v = self.kv.read_blocks(layer, table)  # (1, n * size, H_kv, hd) each
+            out[:, :, first:last] = causal_attention(query[:, :, first:last], k.transpose(1, 2),
+                                                     v.transpose(1, 2), positions[:, first:last],
+                                                     key_positions)
         if len(self.decode_tokens):
-            q = query[0][:, self.decode_tokens].transpose(0, 1)[:, :, None]  # (S_d, H, 1, hd)
-            k, v = self.kv.read(layer, self.decode_slots)  # (S_d, L, H_kv, hd) each
+            H, H_kv, hd = query.shape[1], keys.shape[1], query.shape[3]
+            S = len(self.decode_tokens)
+            q = query[0][:, self.decode_tokens].transpose(0, 1).reshape(S, H_kv, H // H_kv, hd)
+            k, v = self.kv.read_blocks(layer, self.decode_tables)  # (S_d, n * size, H_kv, hd) each
             o = F.scaled_dot_product_attention(q, k.transpose(1, 2), v.transpose(1, 2),
-                                               attn_mask=self.decode_visible, enable_gqa=True)
-            out[0][:, self.decode_tokens] = o[:, :, 0].transpose(0, 1)  # (H, S_d, hd)
+                                               attn_mask=self.decode_visible)  # (S_d, H_kv, H / H_kv, hd)
+            out[0][:, self.decode_tokens] = o.reshape(S, H, hd).transpose(0, 1)  # (H, S_d, hd)
         return out
 
 

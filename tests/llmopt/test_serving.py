@@ -176,3 +176,11 @@ def test_a_chunk_shares_only_the_blocks_it_fills():
     admit(pool, b)
     pool.share_within_step([(a, 6), (b, b.num_pending_tokens)])
     assert b.num_cached_tokens == 4 and b.block_table[0] == a.block_table[0]
+
+
+def test_the_paged_store_reads_whole_blocks_in_token_order():
+    store = PagedKVStore(num_layers=1, num_blocks=4, block_size=2, n_kv_heads=1, head_dim=1)
+    store.write(0, torch.arange(8), torch.arange(8.0).view(8, 1, 1), -torch.arange(8.0).view(8, 1, 1))
+    keys, values = store.read_blocks(0, torch.tensor([[3, 0], [1, 1]]))
+    assert keys.shape == (2, 4, 1, 1)
+    assert keys.flatten().tolist() == [6, 7, 0, 1, 2, 3, 2, 3] and torch.equal(values, -keys)
