@@ -1,4 +1,10 @@
-"""Negative control: one decode GPU per prefill GPU assumed best for one model, and the GQA ratio copied for the other."""
+"""Negative control: one decode GPU per prefill GPU assumed best for one model, and the other model's ratio reversed."""
 # targets: thinking
-ANSWER_BEST_RATIO_GQA = "1P1D"
-ANSWER_BEST_RATIO_MHA = "2P1D"
+
+
+def question_1():
+    return "1P1D"
+
+
+def question_2():
+    return "2P1D"
