@@ -1633,11 +1633,11 @@ for kv_name, per_token in (("BF16 KV", kv_bytes_per_token(32, 8, 128)),
 # ## 9. Questions
 # ### 9. 思考题
 #
-# Answer each question with a number in the cell below (the grader computes the answers
-# itself; a relative error of 1 % is accepted unless the question says otherwise). Use
-# the functions of this chapter or a pencil. The grader runs the answer cell with the
-# setup and exercise cells only, not the demonstrations: compute from those, or write
-# the number.
+# Answer each question by returning a number from its function in the cell below (the
+# grader computes the answers itself; a relative error of 1 % is accepted unless the
+# question says otherwise). Use the functions of this chapter or a pencil. The grader
+# runs the answer cell with the setup and exercise cells only, not the demonstrations:
+# compute from those, or return the number.
 #
 # **Q1 · 分页带来的容量.** Llama-3.1-8B, BF16 weights and KV, on one H100 SXM: the pool of
 # section 8 (memory fraction 0.9, the embedding table as `other_bytes`, blocks of 16
@@ -1656,21 +1656,35 @@ for kv_name, per_token in (("BF16 KV", kv_bytes_per_token(32, 8, 128)),
 # 0.002.)
 
 # %% nbgrader={"grade": false, "grade_id": "questions_solution", "locked": false, "schema_version": 3, "solution": true}
-# Define ANSWER_PAGING_CAPACITY_GAIN (Q1), ANSWER_MLA_SAVING (Q2) and
-# ANSWER_PREFILL_SAVED_FRACTION (Q3), each a number.
-### BEGIN SOLUTION
-_blocks = CostModel(H100_SXM, LLAMA3_8B).kv_blocks(16, 0.9, other_bytes=128256 * 4096 * 2)
-ANSWER_PAGING_CAPACITY_GAIN = (_blocks // math.ceil(1000 / 16)) / (_blocks // (8192 // 16))
-ANSWER_MLA_SAVING = kv_bytes_per_token(61, 8, 128) / mla_kv_bytes_per_token(61, 512, 64)
-ANSWER_PREFILL_SAVED_FRACTION = (1500 // 16) * 16 / 2000  # only full blocks are shared
-### END SOLUTION
+def q1_paging_capacity_gain():
+    """Q1: how many times more requests run at once with paging than with the 8,192-token
+    reservation (a number)."""
+    ### BEGIN SOLUTION
+    blocks = CostModel(H100_SXM, LLAMA3_8B).kv_blocks(16, 0.9, other_bytes=128256 * 4096 * 2)
+    return (blocks // math.ceil(1000 / 16)) / (blocks // (8192 // 16))
+    ### END SOLUTION
+
+
+def q2_mla_saving():
+    """Q2: GQA (8 KV heads of 128) KV bytes per token over MLA's, 61 layers, BF16 (a number)."""
+    ### BEGIN SOLUTION
+    return kv_bytes_per_token(61, 8, 128) / mla_kv_bytes_per_token(61, 512, 64)
+    ### END SOLUTION
+
+
+def q3_prefill_saved_fraction():
+    """Q3: the fraction of the 2,000-token prompt's prefill that the cache saves (a number)."""
+    ### BEGIN SOLUTION
+    return (1500 // 16) * 16 / 2000  # only full blocks are shared
+    ### END SOLUTION
+
 
 # %% nbgrader={"grade": true, "grade_id": "questions", "locked": true, "points": 6, "schema_version": 3, "solution": false}
-for _name in ("ANSWER_PAGING_CAPACITY_GAIN", "ANSWER_MLA_SAVING", "ANSWER_PREFILL_SAVED_FRACTION"):
-    assert isinstance(globals().get(_name), (int, float)) and not isinstance(globals()[_name], bool), \
-        f"{_name} must be a number"
-assert 0 < ANSWER_PREFILL_SAVED_FRACTION < 1, "a fraction of the prefill lies between 0 and 1"
-print(f"Q1 {ANSWER_PAGING_CAPACITY_GAIN:.2f}x, Q2 {ANSWER_MLA_SAVING:.2f}x, Q3 {ANSWER_PREFILL_SAVED_FRACTION:.3f}")
+_answers = {"Q1": q1_paging_capacity_gain(), "Q2": q2_mla_saving(), "Q3": q3_prefill_saved_fraction()}
+for _q, _a in _answers.items():
+    assert isinstance(_a, (int, float)) and not isinstance(_a, bool), f"{_q}: return a number, got {_a!r}"
+assert 0 < _answers["Q3"] < 1, "Q3: a fraction of the prefill lies between 0 and 1"
+print(", ".join(f"{_q} {_a:.3g}" for _q, _a in _answers.items()))
 ### BEGIN HIDDEN TESTS
 from grader import grade; grade("ch05_kv_cache/questions")
 ### END HIDDEN TESTS
