@@ -277,6 +277,10 @@ def run_one_at_a_time(model, engine, workload: ChatWorkload, generate_with_cache
     slows both alike, and their ratio stays fair."""
     total = sum(r.output_len for r in workload.requests)
     bar = _Progress(2 * total, f"{ONE_AT_A_TIME} | {ENGINE_BATCH_1}", progress)
+    first = workload.requests[0]  # warm-up, not counted: first-call allocations and caches
+    _generate_one(model, workload.prompts[0], first.output_len, _Progress(0, "", False))
+    _engine_one(engine, generate_with_cache, workload.prompts[0], first.output_len,
+                _Progress(0, "", False))
     reference, engine_results = [], []
     for r, prompt in zip(workload.requests, workload.prompts):
         reference.append(_generate_one(model, prompt, r.output_len, bar))
@@ -442,6 +446,16 @@ class ServingReport:
             lines.append(f"batch-1 decode reads {self.weight_bytes / 1e6:.1f} MB of weights per token: "
                          + ", ".join(f"{n} {r / 1e9:.1f} GB/s" for n, r in rates.items())
                          + " at the p50 TPOT" + ceiling)
+        alone = {n: self.runs[n].service for n in (ONE_AT_A_TIME, ENGINE_BATCH_1)
+                 if n in self.runs and self.runs[n].service}
+        if len(alone) == 2:  # where batch 1's time goes: prefill vs decode, per request
+            split = {n: (sum(f for f, _ in v), sum(t - f for f, t in v)) for n, v in alone.items()}
+            (gen_prefill, gen_decode), (eng_prefill, eng_decode) = split.values()
+            lines.append(
+                f"batch 1, summed over requests: generate prefill {gen_prefill:.1f} s + decode "
+                f"{gen_decode:.1f} s; engine prefill {eng_prefill:.1f} s + decode {eng_decode:.1f} s "
+                f"(speed-up: decode {gen_decode / eng_decode:.2f}x, prefill {gen_prefill / eng_prefill:.2f}x; "
+                f"a prefill is large matmuls, the same work for both)")
         trace = self.runs.get(ENGINE_TRACE)
         if trace is not None and trace.extra:
             e = trace.extra
