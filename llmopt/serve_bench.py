@@ -513,7 +513,7 @@ def hardware_line() -> str:
 
 def run_serving_benchmark(model, workload: ChatWorkload, *, generate_with_cache: Callable,
                           scheduler_cls, run_batch: Callable, engine=None,
-                          static_batch_size: int = 8, ttft_slo_s: float = 5.0,
+                          static_batch_size: int = 8, ttft_slo_s: float = 1.0,
                           tpot_slo_s: float = 0.05, progress: bool = True,
                           serve_options: dict | None = None,
                           copy_bytes_per_s: float | None = None,
