@@ -28,12 +28,13 @@ components of 3 and 4 come in as arguments: this module holds no chapter solutio
 The load is saturating: every request is queued at time 0 in the trace's arrival order,
 as in vLLM's offline throughput benchmark, so TTFT includes the wait behind earlier
 requests. Greedy decoding; EOS does not stop a request (each emits exactly its trace
-output length), so every system does the same work. Goodput, DistServe's capacity (the
-highest arrival rate at which >= 90 % of requests meet both SLOs, `llmopt.metrics.goodput`)
-is computed where one run determines it: for the two one-request-at-a-time servers, whose
-service time per request does not depend on the load, by replaying the measured service
-times at scaled arrival rates (a FIFO queue). A batching server's step times depend on who
-shares the batch, so its goodput needs a real run per rate: shown as n/a.
+output length), so every system does the same work. Goodput is DistServe's capacity
+[@zhong2024-distserve], the highest arrival rate at which >= 90 % of requests meet both
+SLOs (`llmopt.metrics.goodput`). It is computed where one run determines it: for the two
+one-request-at-a-time servers, whose service time per request does not depend on the
+load, by replaying the measured service times at scaled arrival rates (a FIFO queue). A
+batching server's step times depend on who shares the batch, so its goodput needs a
+real run per rate: shown as n/a.
 
 Wall times are measured on this machine, so run it on a quiet one and read ratios from
 the same run; `tools/bench_serving.py` (`make bench`) prints the load average beside them.
