@@ -35,6 +35,7 @@ from course_config import ROOT
 from grader.autograde import autograde
 from grader.course import nbgrader, scratch_course
 from grader.demo import solved
+from grader.notebook import graded_suites, source_notebook
 
 CHAPTER = course_config.chapter("ch01")
 MARKERS = Path("/tmp/red-team-markers")  # what an attack that escaped would leave behind
@@ -313,7 +314,8 @@ def test_no_suite_or_solution_text_in_any_output_or_feedback(attacked):
         notebook = course / "submitted" / student / CHAPTER.slug / f"{CHAPTER.notebooks[0]}.ipynb"
         check = subprocess.run([sys.executable, "-m", "grader", "check", str(notebook)],
                                capture_output=True, text=True, cwd=ROOT, timeout=600)
-        assert "0 / 12 points" in check.stdout, check.stdout[-2000:] + check.stderr[-2000:]
+        total = sum(p for _, _, p in graded_suites(source_notebook(CHAPTER.slug, CHAPTER.notebooks[0])[0], CHAPTER.slug))
+        assert f"0 / {total:g} points" in check.stdout, check.stdout[-2000:] + check.stderr[-2000:]
         texts[f"grader check {student}"] = check.stdout + check.stderr
     for where, text in texts.items():
         leaked = [ln for ln in secrets if ln in text]
