@@ -13,7 +13,7 @@ from grader.notebook import student_cells
 from grader.student import Student, Worker
 from _paged_data import check, dense_oracle, random_layout
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # where the kernel runs
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
 CONFIGS = [  # (B, H, H_kv, D, block_size, max_len): group sizes 1 to 8, lengths rarely whole blocks
     (2, 4, 2, 16, 4, 11), (3, 2, 1, 8, 8, 20), (2, 6, 3, 16, 4, 7), (2, 8, 1, 32, 16, 200),
@@ -21,7 +21,7 @@ CONFIGS = [  # (B, H, H_kv, D, block_size, max_len): group sizes 1 to 8, lengths
 HALF_CONFIGS = [(F16, (3, 16, 2, 64, 16, 150)), (F16, (2, 4, 4, 128, 32, 70))] + (
     # Triton's CPU interpreter multiplies bfloat16 wrongly in tl.dot (numpy has no bfloat16):
     # bfloat16 is graded where the compiled kernel runs.
-    [(BF16, (3, 12, 4, 64, 16, 150))] if DEVICE == "cuda" else [])
+    [(BF16, (3, 12, 4, 64, 16, 150))] if DEVICE.type == "cuda" else [])
 # On a GPU, at 8k context, the kernel must read K and V at least at this share of the rate
 # the reference kernel (split-KV, one program per KV head) reaches in the same run. The
 # reference is built for >= 70 % of the calibrated copy bandwidth on an H100/H200; the
