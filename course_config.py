@@ -150,9 +150,11 @@ THRESHOLDS: dict[str, Threshold] = {
         "at most 16x slower. On the course's CPU a one-shot gather measured 4-5x (2 cores "
         "busy), a per-token Python loop 120-160x; the bound sits between them with room "
         "for load on either side"),
-    "ch05_kv_cache/triton_paged_bandwidth": Threshold(
-        "fraction_of_peak", 0.25, device="cuda", note="K and V bytes read per second by the "
-        "Triton kernel at 8k context, fp16, over the copy bandwidth calibrated on the device"),
+    "ch05_kv_cache/triton_bandwidth_vs_reference": Threshold(
+        "ratio", 0.5, device="cuda", note="K and V bytes read per second by the student's "
+        "Triton kernel / by the reference split-KV kernel, 8k context, fp16, interleaved in "
+        "the same run: holds on any card. The reference's own fraction of the calibrated copy "
+        "bandwidth is measured by `make gpu-check` (goal >= 0.7)"),
     # Chapter 6: the simulator is deterministic, so these ratios are exact.
     "ch06_scheduling/continuous_vs_static_throughput": Threshold(
         "ratio", 2.0, note="continuous / static batching throughput, bursty mixed-length trace"),
