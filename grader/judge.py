@@ -215,6 +215,7 @@ def reference(pytestconfig: pytest.Config):
     """The instructors' solution of the chapter, as a namespace: the setup and solution
     cells of source/<chapter>/*.ipynb, run once in the judge (trusted code). Suites compare
     a student's policy with it instead of keeping a second copy of the solution."""
+    import linecache
     import types
 
     import nbformat
@@ -226,7 +227,11 @@ def reference(pytestconfig: pytest.Config):
     for name in ch.notebooks:
         path = course_config.ROOT / "source" / ch.slug / f"{name}.ipynb"
         for cell in student_cells(nbformat.read(path, as_version=4)):  # trusted: our own
-            exec(compile(cell["source"], f"{path.name}, cell {cell['name']}", "exec"), namespace)
+            where = f"{path.name}, cell {cell['name']}"
+            # registered as the worker does, so that @triton.jit finds the source
+            lines = cell["source"].splitlines(keepends=True)
+            linecache.cache[where] = (len(cell["source"]), None, lines, where)
+            exec(compile(cell["source"], where, "exec"), namespace)
     return types.SimpleNamespace(**namespace)
 
 
