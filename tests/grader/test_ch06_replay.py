@@ -300,20 +300,20 @@ def test_patching_llmopt_in_the_worker_earns_no_better_verdict(cells, reference,
     trace = make_trace(60, 30, seed=41, prompt_median=400, output_median=60, prompt_max=4000)
     setup, slo = dict(num_blocks=1200, max_num_seqs=48), (2.0, 0.02)
     minimum = THRESHOLDS[f"{CHAPTER}/goodput_vs_reference"].minimum
-    best = summarize(run(trace, reference.ContinuousBatchingScheduler, **setup).requests(), *slo)["goodput_rps"]
+    best = summarize(run(trace, reference.ContinuousBatchingScheduler, **setup).requests(), *slo)["slo_attainment"]
     slow = policies(cells, ONE_AT_A_TIME).ContinuousBatchingScheduler
-    honest = summarize(run(trace, slow, **setup).requests(), *slo)["goodput_rps"]
+    honest = summarize(run(trace, slow, **setup).requests(), *slo)["slo_attainment"]
     assert honest < minimum * best, "the slow policy should fail the goodput check on its own"
 
     got = worker_side(cells, ONE_AT_A_TIME + FORGERIES[forgery], trace, setup, slo)
     if forgery in FOOLS_ITS_OWN_PROCESS:
-        assert got["claimed"]["goodput_rps"] >= minimum * best, "this forgery should fool its own process"
+        assert got["claimed"]["slo_attainment"] >= minimum * best, "this forgery should fool its own process"
     try:
         replayed = replay(trace, got["log"], **setup)
     except DecisionLogError:
         return  # refused: the suites fail the test with the reason
     assert not replayed.violations
-    assert summarize(replayed.requests(), *slo)["goodput_rps"] == honest
+    assert summarize(replayed.requests(), *slo)["slo_attainment"] == honest
 
 
 def test_a_forging_submission_through_the_grader_scores_nothing():
