@@ -595,12 +595,12 @@ plt.show()
 #   by a hash chained over its whole prefix, so a later request whose prompt starts the
 #   same way receives the very same blocks (their reference count goes up) instead of
 #   computing them. When a sequence gets its first blocks, `seq.num_cached_tokens` says
-#   how many of its leading tokens came from that cache. A block can be found as soon as
-#   a step computes it, even by a request admitted in that same step
-#   (`pool.share_within_step`: the step writes every new token's keys and values before
-#   any attention reads them). Freed blocks keep their contents until the memory is
-#   needed; they are reused least recently freed first, a sequence's tail before its
-#   root, as vLLM does [@vllm-v1-kv-cache-manager].
+#   how many of its leading tokens came from that cache. On the real engine a block can
+#   be found as soon as a step computes it, even by a request admitted in that same step
+#   (`serve_on_engine` calls `pool.share_within_step`: the step writes every new token's
+#   keys and values before any attention reads them). Freed blocks keep their contents
+#   until the memory is needed; they are reused least recently freed first, a sequence's
+#   tail before its root, as vLLM does [@vllm-v1-kv-cache-manager].
 # - **The data plane** is `PagedKVStore` (the tensors those block ids address: token p of
 #   a sequence lives in slot `block_table[p // block_size] * block_size + p %
 #   block_size`, its *slot mapping*) and the given `StepAttention` below, which plugs
@@ -609,13 +609,13 @@ plt.show()
 #   its block table [@kwon2023-vllm]. Chapter 5 wrote the same idea as a kernel; here a
 #   gather does it.
 #
-# **What a prefix hit saves.** The hit tokens are never computed: no embedding, no
-# matrix product, no attention for them, only the later tokens read their keys and
-# values. A chat with a long system prompt or a conversation's earlier turns pays for its
+# **What a prefix hit saves · 前缀命中省下什么.** The hit tokens are never computed: no
+# embedding, no matrix product, no attention for them; only the later tokens read their
+# keys and values. A chat with a long system prompt or a conversation's earlier turns pays for its
 # shared prefix once.
 #
-# **What preemption costs.** A preempted sequence gives its blocks back at once; their
-# contents stay until another allocation reuses them. When it is readmitted, its prompt
+# **What preemption costs · 抢占的代价.** A preempted sequence gives its blocks back at
+# once; their contents stay until another allocation reuses them. When it is readmitted, its prompt
 # blocks that are still cached come back as a hit, and everything after them (the rest of
 # the prompt and all the output so far) is computed again: recompute trades memory for
 # repeated work. (A swap to CPU memory would copy the blocks out and back instead.)
@@ -799,8 +799,9 @@ print(f"KV the requests needed: {held} tokens; computed: {served['computed_token
       f"(a preempted request that finds its own blocks again counts them again)")
 
 # %% [markdown]
-# **Speed on this CPU.** Batching pays on a CPU too: a step's matrix products read the
-# weights once for every sequence in it, and a decode step is mostly that read. A chat
+# **Speed on this CPU · 本机上的速度.** Batching pays on a CPU too: a step's matrix
+# products read the weights once for every sequence in it, and a decode step is mostly
+# that read. A chat
 # trace (a system prompt every session shares, each turn resending the conversation so
 # far) served one request at a time and then with your scheduler, both on the course
 # engine with the paged store and the prefix cache, so the difference is batching alone.
