@@ -62,6 +62,9 @@ ONE_AT_A_TIME = "generate, one at a time"
 STATIC = "generate, static batches"
 ENGINE_BATCH_1 = "engine, batch 1"
 ENGINE_TRACE = "engine, continuous batching"
+# The continuous-batching server: 160 blocks of 16 tokens (2,560 tokens of KV, five
+# full-length conversations), at most 8 sequences per step.
+SERVE_DEFAULTS = {"num_blocks": 160, "block_size": 16, "max_num_seqs": 8}
 GOODPUT_MAX_RATE = 1e4  # requests/s: a server that meets the SLOs even then shows "any"
 # Text for the prompts: the standard library the course model was trained on (fixed
 # modules, so the token stream depends only on the Python version).
@@ -323,9 +326,10 @@ def run_engine_trace(engine, workload: ChatWorkload, scheduler_cls, run_batch: C
                      progress: bool = True, **serve_options) -> Run:
     """Chapter 6's scheduler and `run_batch` through `llmopt.serving.serve_on_engine`, all
     requests queued at step 0 in arrival order. `serve_options` go to serve_on_engine
-    (num_blocks, block_size, max_num_seqs, max_num_batched_tokens)."""
+    (num_blocks, block_size, max_num_seqs, max_num_batched_tokens), over SERVE_DEFAULTS."""
     from llmopt.serving import serve_on_engine
 
+    serve_options = {**SERVE_DEFAULTS, **serve_options}
     bar = _Progress(sum(r.output_len for r in workload.requests), ENGINE_TRACE, progress)
     first_token, finish = {}, {}
 
@@ -536,7 +540,7 @@ def run_serving_benchmark(model, workload: ChatWorkload, *, generate_with_cache:
         base = Engine.from_model(model)
         engine = Engine(base.weights, base.attention, eos_token_id=None,
                         pad_token_id=base.pad_token_id)
-    options = {"num_blocks": 160, "block_size": 16, "max_num_seqs": 8, **(serve_options or {})}
+    options = {**SERVE_DEFAULTS, **(serve_options or {})}
     per_round = []
     for _ in range(rounds):
         runs = {}
