@@ -19,8 +19,9 @@ TEXTS = ["import re\nimport os\n\ndef ", "    def __repr__(self):\n        retur
 LENGTHS = [20, 12, 18, 16, 8, 14]
 HINT = ("\nCompute only tokens max(seq.num_computed_tokens, seq.num_cached_tokens) .. "
         "seq.num_computed_tokens + n of each sequence (the grader hides the ids below: their KV is "
-        "in the cache), write and read them through seq.block_table, and take each emitting "
-        "sequence's logits at its own last packed token.")
+        "in the cache), write and read them through this step's seq.block_table (a preempted "
+        "sequence comes back in other blocks), and take each emitting sequence's logits at its "
+        "own last packed token.")
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +75,10 @@ def same_tokens(served, alone) -> None:
 @pytest.mark.points(4)
 @pytest.mark.timeout(180)
 def test_paging_preemption_and_prefix_hits_change_no_token(student, judge_side):
-    """continuous batching on paged KV, a 14-block pool forcing preemptions, a shared prefix: tokens equal generating alone"""
+    """continuous batching on paged KV, a 16-block pool forcing preemptions, a shared prefix: tokens equal generating alone"""
     served, alone = serve(student, judge_side, "ContinuousBatchingScheduler", arrival_steps=[0, 0, 1, 2, 4, 6],
-                          num_blocks=14, block_size=4, max_num_seqs=4)
-    assert sum(served["preemptions"].values()) > 0, "this 14-block pool should force a preemption"
+                          num_blocks=16, block_size=4, max_num_seqs=4)
+    assert sum(served["preemptions"].values()) > 0, "this 16-block pool should force a preemption"
     hits = served["prefix_hit_tokens"]
     assert sum(hits.values()) > 0, "requests sharing a system prompt should find it in the prefix cache"
     same_tokens(served, alone)
