@@ -468,53 +468,26 @@ class Engine:
 # CUDA graphs: one decode step, recorded once, replayed
 # ---------------------------------------------------------------------------------------
 
-class StaticKVCache:
-    """A `KVCache` whose tensors never move and never change shape, as a CUDA graph needs.
-
-    Per layer, (B, n_kv_heads, max_len + 1, head_dim) keys and values; token at position
-    p of row b lives in slot p, and the extra last slot takes the writes of padding
-    tokens (position NO_TOKEN), which nothing ever reads. `update` scatters without
-    reading anything back to the host and returns the whole buffer: the visibility mask
-    hides the slots not yet written. One positions row per sequence serves every layer
-    (each layer stores the same tokens), so the engine builds the mask once per step.
-    """
-
-    def __init__(self, weights: LlamaWeights, batch_size: int, max_len: int):
-        device, dtype = weights.embed_tokens.device, weights.embed_tokens.dtype
-        shape = (len(weights.layers), batch_size, weights.n_kv_heads, max_len + 1,
-                 weights.head_dim)
-        self.keys = torch.zeros(shape, dtype=dtype, device=device)  # (L, B, H_kv, S + 1, hd)
-        self.values = torch.zeros(shape, dtype=dtype, device=device)
-        self.positions = torch.full((batch_size, max_len + 1), NO_TOKEN, dtype=torch.long,
-                                    device=device)  # (B, S + 1)
-        self.max_len = max_len
-
-    def reset(self) -> None:
-        """Forget every token (the buffers stay where they are)."""
-        self.positions.fill_(NO_TOKEN)
-
-    def update(self, layer: int, keys: Tensor, values: Tensor, positions: Tensor) -> KVView:
-        slots = positions.masked_fill(positions < 0, self.max_len)  # (B, T): padding -> spare
-        index = slots[:, None, :, None].expand_as(keys)  # (B, H_kv, T, hd)
-        self.keys[layer].scatter_(2, index, keys)
-        self.values[layer].scatter_(2, index, values)
-        if layer == 0:  # every layer stores the same positions
-            self.positions.scatter_(1, slots, positions)
-        return KVView(self.keys[layer], self.values[layer], self.positions)
-
-
 class CudaGraphDecoder:
     """Greedy decoding whose decode step is one CUDA graph replay.
 
-        decoder = CudaGraphDecoder(engine, batch_size=8, max_len=1024)  # captures once
+        decoder = CudaGraphDecoder(engine, cache)  # captures once
         tokens = decoder.generate(input_ids, attention_mask, max_new_tokens=64)
+
+    `cache` is a `KVCache` built for the graph: its tensors never move and never change
+    shape, its `update` reads nothing back to the host (no `.item()`, no `nonzero`, no
+    slicing to a length known only on the device) and hides unwritten slots with
+    NO_TOKEN positions; it has `batch_size`, `max_len` and `reset()`. Chapter 5's
+    contiguous cache, rewritten under those rules, is one (the course ships none in
+    `llmopt`: it would be that exercise's answer).
+
 
     A decode step of a small model (or of a big one at small batch) is a few hundred tiny
     kernels, and launching them from Python costs more than running them. A CUDA graph
     records the launches of one step once; a replay sends them all in one call. What a
     graph cannot do: change a tensor's address or shape, or read a value back to the host
     in the middle. So the step reads its inputs from fixed tensors (`input_ids`,
-    `positions`), writes into a `StaticKVCache` of fixed size, and keeps the attention
+    `positions`), writes into the cache of fixed size, and keeps the attention
     mask (deciding to drop it would read a value back). The prefill, whose length varies,
     runs eagerly into the same cache. `generate(..., graph=False)` runs the very same step
     eagerly: the tokens must be identical, and the time per token is the difference.
@@ -523,15 +496,15 @@ class CudaGraphDecoder:
     which gives the eager path alone (the tests use it to check the static cache).
     """
 
-    def __init__(self, engine: Engine, batch_size: int, max_len: int, capture: bool = True):
+    def __init__(self, engine: Engine, cache: KVCache, capture: bool = True):
         device = engine.weights.embed_tokens.device
         if capture and device.type != "cuda":
             raise RuntimeError(
                 f"CudaGraphDecoder records GPU kernel launches, and the engine's weights are on "
                 f"{device}: move the model to a CUDA device, or pass capture=False for the eager "
                 f"path (Engine.generate, or chapter 5's cache, decode on a CPU)")
-        self.engine, self.batch_size = engine, batch_size
-        self.cache = StaticKVCache(engine.weights, batch_size, max_len)
+        batch_size = cache.batch_size
+        self.engine, self.batch_size, self.cache = engine, batch_size, cache
         self.input_ids = torch.zeros(batch_size, 1, dtype=torch.long, device=device)  # (B, 1)
         self.positions = torch.zeros(batch_size, 1, dtype=torch.long, device=device)  # (B, 1)
         self.graph: torch.cuda.CUDAGraph | None = None

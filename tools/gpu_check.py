@@ -246,6 +246,10 @@ def check_chapter5_gpu_only_controls() -> str:
 
 def check_cuda_graph_decode() -> str:
     from llmopt.engine import CudaGraphDecoder, Engine, LlamaWeights
+    from tools.static_kv_cache import StaticKVCache
+
+    def graph_decoder(engine, rows: int, max_len: int) -> CudaGraphDecoder:
+        return CudaGraphDecoder(engine, StaticKVCache(engine.weights, rows, max_len))
     from llmopt.models import load_model, load_tokenizer
 
     def decode_rates(decoder, context: int, steps: int = 32) -> dict:
@@ -270,17 +274,17 @@ def check_cuda_graph_decode() -> str:
     engine = Engine.from_model(model)
     batch = load_tokenizer("course-lm")(["def main(argv):\n    ", "import os\n"], return_tensors="pt",
                                         padding=True).to("cuda")
-    decoder = CudaGraphDecoder(engine, batch_size=2, max_len=128)
+    decoder = graph_decoder(engine, 2, 128)
     graph = decoder.generate(batch.input_ids, batch.attention_mask, 48, graph=True)
     eager = decoder.generate(batch.input_ids, batch.attention_mask, 48, graph=False)
     assert graph.tolist() == eager.tolist(), "graph decode differs from eager decode"
-    rates = decode_rates(CudaGraphDecoder(engine, batch_size=1, max_len=512), context=256)
+    rates = decode_rates(graph_decoder(engine, 1, 512), context=256)
     notes.append(f"course-lm fp32 b1 ctx256: eager {rates[False]:.0f}, graph {rates[True]:.0f} tok/s "
                  f"({rates[True] / rates[False]:.1f}x)")
     big = Engine(LlamaWeights.random(n_layers=32, hidden=4096, n_heads=32, n_kv_heads=8, head_dim=128,
                                      intermediate=14336, vocab=128256))
     for rows in (1, 16, 64):
-        rates = decode_rates(CudaGraphDecoder(big, batch_size=rows, max_len=1024 + 40), context=1024)
+        rates = decode_rates(graph_decoder(big, rows, 1024 + 40), context=1024)
         notes.append(f"8B-shaped bf16 b{rows} ctx1024: eager {rates[False]:.0f}, graph {rates[True]:.0f} "
                      f"tok/s ({rates[True] / rates[False]:.2f}x)")
         torch.cuda.empty_cache()

@@ -134,30 +134,36 @@ def test_engine_shares_the_model_weights(course_models):
 
 def test_static_cache_decodes_like_transformers_on_cpu(course_models, tokenizer):
     from llmopt.engine import CudaGraphDecoder
+    from tools.static_kv_cache import StaticKVCache
 
     model = course_models["course-lm"]
     batch = tokenizer(PROMPTS[:3], return_tensors="pt", padding=True)
     expected = model.generate(**batch, do_sample=False, max_new_tokens=12)
-    decoder = CudaGraphDecoder(Engine.from_model(model), batch_size=3, max_len=64, capture=False)
+    engine = Engine.from_model(model)
+    decoder = CudaGraphDecoder(engine, StaticKVCache(engine.weights, 3, 64), capture=False)
     got = decoder.generate(batch.input_ids, batch.attention_mask, 12, graph=False)
     assert got.tolist() == expected.tolist()
 
 
 def test_cuda_graph_decoder_refuses_a_cpu_engine_and_says_why(course_models):
     from llmopt.engine import CudaGraphDecoder
+    from tools.static_kv_cache import StaticKVCache
 
     with pytest.raises(RuntimeError, match="CUDA device"):
-        CudaGraphDecoder(Engine.from_model(course_models["course-lm"]), batch_size=1, max_len=16)
+        engine = Engine.from_model(course_models["course-lm"])
+        CudaGraphDecoder(engine, StaticKVCache(engine.weights, 1, 16))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
 def test_cuda_graph_decode_is_token_equal_to_eager_decode(tokenizer):
     from llmopt.engine import CudaGraphDecoder
+    from tools.static_kv_cache import StaticKVCache
     from llmopt.models import load_model
 
     model = load_model("course-lm", device="cuda")
     batch = tokenizer(PROMPTS[:4], return_tensors="pt", padding=True).to("cuda")
-    decoder = CudaGraphDecoder(Engine.from_model(model), batch_size=4, max_len=128)
+    engine = Engine.from_model(model)
+    decoder = CudaGraphDecoder(engine, StaticKVCache(engine.weights, 4, 128))
     graph = decoder.generate(batch.input_ids, batch.attention_mask, 32, graph=True)
     eager = decoder.generate(batch.input_ids, batch.attention_mask, 32, graph=False)
     assert graph.tolist() == eager.tolist()
