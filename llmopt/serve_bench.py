@@ -517,7 +517,7 @@ def hardware_line() -> str:
 
 
 def run_serving_benchmark(model, workload: ChatWorkload, *, generate_with_cache: Callable,
-                          scheduler_cls, run_batch: Callable, engine=None,
+                          scheduler_cls=None, run_batch: Callable | None = None, engine=None,
                           static_batch_size: int = 8, ttft_slo_s: float = 1.0,
                           tpot_slo_s: float = 0.05, progress: bool = True,
                           serve_options: dict | None = None,
@@ -531,7 +531,8 @@ def run_serving_benchmark(model, workload: ChatWorkload, *, generate_with_cache:
     request emits its trace length, as the other servers do). `serve_options` go to
     `serve_on_engine`; the default is a pool of 160 blocks of 16 tokens and at most 8
     sequences per step. `copy_bytes_per_s` (from `llmopt.device.calibrate()`) puts the
-    batch-1 weight-read rate beside the machine's measured ceiling. With `rounds` > 1 the
+    batch-1 weight-read rate beside the machine's measured ceiling. Without
+    `scheduler_cls` (chapter 5, before the scheduler exists) the fourth run is left out. With `rounds` > 1 the
     four runs repeat; the table shows the last round, speed-ups are medians over rounds.
     """
     from llmopt.engine import Engine
@@ -547,8 +548,9 @@ def run_serving_benchmark(model, workload: ChatWorkload, *, generate_with_cache:
         runs[ONE_AT_A_TIME], runs[ENGINE_BATCH_1] = run_one_at_a_time(
             model, engine, workload, generate_with_cache, progress)
         runs[STATIC] = run_static_batches(model, workload, static_batch_size, progress)
-        runs[ENGINE_TRACE] = run_engine_trace(engine, workload, scheduler_cls, run_batch,
-                                              progress, **options)
+        if scheduler_cls is not None:  # chapter 6's part; chapter 5 runs without it
+            runs[ENGINE_TRACE] = run_engine_trace(engine, workload, scheduler_cls, run_batch,
+                                                  progress, **options)
         per_round.append({name: run.tokens_per_s for name, run in runs.items()})
     unique = {p.data_ptr(): p.numel() * p.element_size() for p in model.parameters()}
     return ServingReport(runs, workload, ttft_slo_s, tpot_slo_s, hardware_line(),

@@ -209,15 +209,16 @@ class ContiguousKVCache:
         A position >= max_seq_len raises ValueError.
         """
         ### BEGIN SOLUTION
-        if int(positions.max()) >= self.max_seq_len:
-            raise ValueError(f"position {int(positions.max())} does not fit a cache of "
+        top = int(positions.max())  # one read back to the host per call
+        if top >= self.max_seq_len:
+            raise ValueError(f"position {top} does not fit a cache of "
                              f"max_seq_len={self.max_seq_len}")
         rows, columns = torch.nonzero(positions >= 0, as_tuple=True)  # the real tokens
         slots = positions[rows, columns]
         self.keys[layer, rows, :, slots] = keys[rows, :, columns]  # (N, H_kv, D)
         self.values[layer, rows, :, slots] = values[rows, :, columns]
         self.positions[layer, rows, slots] = slots
-        self.lengths[layer] = max(self.lengths[layer], int(positions.max()) + 1)
+        self.lengths[layer] = max(self.lengths[layer], top + 1)
         n = self.lengths[layer]
         return KVView(self.keys[layer, :, :, :n], self.values[layer, :, :, :n],
                       self.positions[layer, :, :n])
@@ -229,7 +230,9 @@ def generate_with_cache(engine, input_ids, attention_mask=None, max_new_tokens=3
 
     input_ids (B, T) long, left-padded where attention_mask (B, T) is 0 (None = no padding).
     Prefill the prompt once through engine.forward(ids, positions, cache), then feed one
-    token per step at its position (1 + the previous position of its row). A row that
+    token per step at its position (1 + the previous position of its row). Only the last
+    token's logits are needed: engine.forward(..., logits_at=torch.tensor([-1])) runs the
+    LM head on that token alone. A row that
     emitted engine.eos_token_id continues with engine.pad_token_id; stop when every row
     has (when engine.eos_token_id is None, never stop early).
     Returns (B, T + n) long: the prompt and the n <= max_new_tokens new tokens.
@@ -245,9 +248,10 @@ def generate_with_cache(engine, input_ids, attention_mask=None, max_new_tokens=3
     positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, NO_TOKEN)
     tokens, step_ids, step_positions = input_ids, input_ids, positions
     finished = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
+    last = torch.tensor([-1], device=input_ids.device)  # the one token whose logits we use
     with torch.no_grad():
         for _ in range(max_new_tokens):
-            logits = engine.forward(step_ids, step_positions, cache)  # (B, T_step, V)
+            logits = engine.forward(step_ids, step_positions, cache, logits_at=last)  # (B, 1, V)
             next_token = logits[:, -1].argmax(dim=-1)  # (B,)
             if engine.eos_token_id is not None:
                 next_token = next_token.masked_fill(finished, engine.pad_token_id)
@@ -1864,6 +1868,31 @@ print(f"prefill of a {PROMPT_LEN}-token prompt: {1e3 * prefill_s:.1f} ms from sc
 # %% [markdown]
 # ## Serving benchmark · 服务基准测试
 #
-# *Placeholder (to be filled by the lead):* this section will replay a chat trace through
-# `transformers.generate` and the course engine built in this chapter, and report tokens
-# per second, TTFT/TPOT percentiles and goodput side by side.
+# The chapter's parts, measured as a server would use them. `llmopt.serve_bench` replays a
+# multi-turn chat trace (two shared system prompts, each turn's prompt the conversation so
+# far) three ways: `transformers`' `generate` one request at a time, `generate` on static
+# batches of 8, and the course engine one request at a time with **your**
+# `generate_with_cache`. It prints output tokens per second, TTFT and TPOT percentiles and
+# the share of requests within both SLOs, checks that every server produced the same
+# tokens, and splits batch 1's time into prefill and decode. Chapter 6 adds the fourth
+# server, continuous batching on a paged cache.
+#
+# Read the split before the ratio. A decode step at batch 1 reads every weight once for one
+# token, so it is bound by per-call overhead and memory bandwidth, and that is where a
+# lean engine with a cache wins. A prefill is large matrix products, the same work for
+# every engine, so it sets a floor under the whole-request ratio. The instructors'
+# `make bench` runs the same benchmark on the reference components with 2 threads; the
+# course's README records what it measured.
+
+# %%
+from llmopt.serve_bench import chat_workload, run_serving_benchmark
+
+if SMALL:  # under test: one short conversation
+    workload = chat_workload(tokenizer, n_sessions=1, turns=3, system_len=32, output_max=8, max_len=128)
+else:
+    workload = chat_workload(tokenizer, n_sessions=4, turns=4)
+report = run_serving_benchmark(model, workload, generate_with_cache=generate_with_cache,
+                               progress=not SMALL)
+print(report.table())
+report.plot()
+plt.show()
