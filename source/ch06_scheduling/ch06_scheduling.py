@@ -871,9 +871,10 @@ for batch_size, length in ((1, 32), (4, 64)) if SMALL else ((1, 32), (1, 256), (
 # as DistServe does: replay the *same* trace with its arrivals squeezed or stretched to a
 # rate (`llmopt.workload.at_rate`), measure the attainment, and bisect in rate until the
 # bracket is within 10 %. Every probe is a whole simulation, so we use a short trace:
-# 80 long-prompt requests (the same shape as section 5's). A finite trace flatters a
-# little: near capacity, the queue has not finished growing when the trace ends. That
-# bias is the same for every deployment we compare, and the comparison is the point.
+# 80 long-prompt requests (the same shape as section 5's). A finite trace flatters:
+# just above capacity the queue has not finished growing when the trace ends, so a
+# deployment that absorbs a burst well looks a little better than it would over an hour.
+# Read differences of a few percent as ties, and a bisection to 10 % as a bracket.
 #
 # The SLOs are tight on both sides, the regime DistServe built disaggregation for: the
 # first token within 0.25 s, then at most 10 ms per token. The curve below is the search
