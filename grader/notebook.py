@@ -115,7 +115,7 @@ def render(result: SuiteResult, points: float) -> tuple[str, float]:
             lines.append(f"        leaderboard: {t.leaderboard['metric']} = {t.leaderboard['value']:.4g} "
                          f"{t.leaderboard['unit']}".rstrip())
         message = t.message.strip()
-        if message in shown:  # one cause, one explanation: the first test that hit it has it
+        if message and message in shown:  # one cause, one explanation: the first test has it
             message = "(the same as above)"
         shown.add(message)
         for line in message.splitlines()[:12]:

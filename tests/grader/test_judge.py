@@ -87,3 +87,17 @@ def test_run_suites_scores_reference_behaviour_and_reports_missing_suites():
     assert any("NotImplementedError" in t.message for t in compounding.tests)
     missing = results["ch01_why_optimize/no_such_cell"].tests
     assert [t.status for t in missing] == ["error"]
+
+
+def test_feedback_explains_a_repeated_cause_once_and_leaves_passed_tests_bare():
+    from grader.judge import SuiteResult, TestResult
+    from grader.notebook import render
+
+    result = SuiteResult("ch01_why_optimize/roi", [
+        TestResult("first", 1, "passed"), TestResult("second", 1, "passed"),
+        TestResult("third", 1, "failed", "ValueError: the same cause"),
+        TestResult("fourth", 1, "failed", "ValueError: the same cause")])
+    text, score = render(result, 4)
+    assert score == 2
+    assert text.count("ValueError: the same cause") == 1
+    assert text.count("(the same as above)") == 1  # the fourth test only, not the passed ones

@@ -2,6 +2,7 @@
 import math
 
 import pytest
+from _answers import answers, number
 
 ENERGY_SHARE, GAIN = 0.10, 50_000
 COST_FALL = 1 / ((1 - ENERGY_SHARE) + ENERGY_SHARE / GAIN)
@@ -10,23 +11,13 @@ KEYS = {"cost_fall_factor", "energy_share_for_10x"}
 
 
 def _answers(student):
-    answers = student.question_2()
-    assert isinstance(answers, dict) and set(answers) == KEYS, (
-        f"question_2() must return a dict with the keys {sorted(KEYS)}, got {answers!r:.200}")
-    return answers
-
-
-def _number(answers, key):
-    value = answers[key]
-    assert isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value), (
-        f"{key!r} must be a finite number, got {value!r:.100}")
-    return float(value)
+    return answers(student, "question_2", KEYS)
 
 
 @pytest.mark.points(1)
 def test_cost_falls_by_amdahls_factor(student):
     """(a) the cost of a token falls by Amdahl's factor, within 1 %"""
-    got = _number(_answers(student), "cost_fall_factor")
+    got = number(_answers(student), "cost_fall_factor")
     assert math.isclose(got, COST_FALL, rel_tol=0.01), (
         f"got {got:.6g}: only a tenth of the cost gets 50,000x cheaper; the other nine tenths stay "
         "(Amdahl's law, pitfall 3)")
@@ -35,7 +26,7 @@ def test_cost_falls_by_amdahls_factor(student):
 @pytest.mark.points(1)
 def test_share_needed_for_ten_times(student):
     """(b) the share of electricity in the cost that a 10x fall would need, as a fraction, within 1 %"""
-    got = _number(_answers(student), "energy_share_for_10x")
+    got = number(_answers(student), "energy_share_for_10x")
     assert 0 < got <= 1, f"give the share as a fraction in (0, 1], got {got!r}"
     assert math.isclose(got, SHARE_FOR_10X, rel_tol=0.01), (
         f"got {got:.6g}: solve 1 / ((1 - e) + e / 50000) = 10 for e")

@@ -2,6 +2,7 @@
 import math
 
 import pytest
+from _answers import answers, number
 
 ROI, COST, HORIZON, BILL = 100, 50_000, 12, 600_000
 NEEDED_SAVINGS = (ROI + 1) * COST / HORIZON  # per month
@@ -10,23 +11,13 @@ KEYS = {"min_monthly_bill_usd", "speedup_needed"}
 
 
 def _answers(student):
-    answers = student.question_3()
-    assert isinstance(answers, dict) and set(answers) == KEYS, (
-        f"question_3() must return a dict with the keys {sorted(KEYS)}, got {answers!r:.200}")
-    return answers
-
-
-def _number(answers, key):
-    value = answers[key]
-    assert isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value), (
-        f"{key!r} must be a finite number, got {value!r:.100}")
-    return float(value)
+    return answers(student, "question_3", KEYS)
 
 
 @pytest.mark.points(1)
 def test_smallest_bill(student):
     """(a) the smallest monthly bill for which any speed-up reaches ROI = 100, within 0.5 %"""
-    got = _number(_answers(student), "min_monthly_bill_usd")
+    got = number(_answers(student), "min_monthly_bill_usd")
     assert math.isclose(got, NEEDED_SAVINGS, rel_tol=0.005), (
         f"got {got:,.0f} USD: savings can reach the whole bill at most, and ROI is net of the "
         "engineering cost, so H x B - E must reach 100 x E")
@@ -35,6 +26,6 @@ def test_smallest_bill(student):
 @pytest.mark.points(1)
 def test_speedup_on_the_given_bill(student):
     """(b) the speed-up that reaches ROI = 100 on a 600,000 USD monthly bill, within 0.5 %"""
-    got = _number(_answers(student), "speedup_needed")
+    got = number(_answers(student), "speedup_needed")
     assert math.isclose(got, SPEEDUP, rel_tol=0.005), (
         f"got {got:.5g}: solve 12 x B x (1 - 1/s) - E = 100 x E for s")
