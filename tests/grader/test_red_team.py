@@ -281,7 +281,8 @@ def test_every_attacker_scores_zero_and_the_class_completes(attacked):
     for student in SUBMISSIONS:
         assert student in scores, f"{student} was not graded: the class run did not complete\n{run.stderr[-3000:]}"
         assert scores[student] == 0, f"{student} earned {scores[student]} points on a blank notebook"
-    assert scores["bystander"] == 12
+    full = sum(p for _, _, p in graded_suites(source_notebook(CHAPTER.slug, CHAPTER.notebooks[0])[0], CHAPTER.slug))
+    assert scores["bystander"] == full
     assert "attack_malformed_notebook" not in scores or scores["attack_malformed_notebook"] == 0
 
 

@@ -17,8 +17,8 @@ from llmopt.workload import at_rate, load_mooncake
 
 TRACE = load_mooncake(limit=40)
 SLO = (10.0, 0.100)
-SETUP = dict(instances=2, hardware="h200", model="llama3-8b", efficiency="h200-cuda-graphs",
-             num_blocks=CostModel(H200, LLAMA3_8B).kv_blocks(), block_size=16, max_num_seqs=128)
+SETUP = dict(hardware="h200", instances=2, model="llama3-8b", efficiency="h200-cuda-graphs",
+             block_size=16, max_num_seqs=128, num_blocks=CostModel(H200, LLAMA3_8B).kv_blocks())
 REFERENCE_BUDGET = 2048
 
 

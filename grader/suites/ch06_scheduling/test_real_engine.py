@@ -67,7 +67,7 @@ def serve(student, judge_side, policy, **setup):
 
 def same_tokens(served, alone) -> None:
     try:
-        near_tie_flips(served, alone)  # raises on any difference that is not a near-tie
+        near_tie_flips(served, alone)  # any difference but a near-tie raises
     except AssertionError as wrong:
         raise AssertionError(f"{wrong}{HINT}") from None
 

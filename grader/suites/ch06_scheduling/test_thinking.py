@@ -23,11 +23,11 @@ class _Truth:
     def per_gpu(self, kind, model, link_gbps=450):
         """Goodput per GPU of "xPyD" on the notebook's capacity trace and SLOs."""
         cost = CostModel(H100_SXM, model)
-        server = dict(num_blocks=cost.kv_blocks(), max_num_seqs=128, cost=cost)
+        server = dict(cost=cost, num_blocks=cost.kv_blocks(), max_num_seqs=128)
         p, d = int(kind[0]), int(kind[2])
         run = lambda rate: simulate_disaggregated(
             at_rate(TRACE, rate), self.reference.DecodeScheduler, num_prefill=p, num_decode=d,
-            link_bytes_per_s=link_gbps * 1e9, link_latency_s=RDMA_400G.latency_s, **server).requests()
+            link_latency_s=RDMA_400G.latency_s, link_bytes_per_s=link_gbps * 1e9, **server).requests()
         return goodput(run, *SLO, start_rate=8, rel_tol=0.1) / (p + d)
 
 

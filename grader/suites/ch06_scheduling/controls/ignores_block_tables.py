@@ -8,8 +8,8 @@ def run_batch(engine, batch, kv):
     size, num_blocks = kv.block_size, kv.num_blocks
     ids, positions, slots, query_lens, context_lens, tables, emitting = [], [], [], [], [], [], []
     for seq, n in batch.scheduled:
-        start = max(seq.num_computed_tokens, seq.num_cached_tokens)
-        end = seq.num_computed_tokens + n
+        start = max(seq.num_cached_tokens, seq.num_computed_tokens)
+        end = n + seq.num_computed_tokens
         if start >= end:
             continue
         first = seq.request_id * 16  # BUG: request r owns blocks 16r, 16r + 1, ... (mod the pool)
