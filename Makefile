@@ -64,7 +64,7 @@ course: setup release
 
 # Everything CI checks; COURSE_SMALL=1 shrinks notebook workloads, -n 2 uses both cores.
 test: setup
-	COURSE_SMALL=1 $(PY) -m pytest -n 2 --dist loadgroup --nbval-lax --nbval-current-env \
+	COURSE_SMALL=1 $(PY) -m pytest -n 2 --dist loadfile --nbval-lax --nbval-current-env \
 		--nbval-cell-timeout=600 --durations=15 tests solutions
 
 # Students: JupyterLab on their workspace (workspace/, git-ignored), which gets the
