@@ -15,11 +15,17 @@ from pathlib import Path
 import nbformat
 
 import course_config
+from grader.notebook import graded_suites, source_notebook
 
 
 def ranking(chapter_key: str, course_dir: Path) -> list[dict]:
     """One row per (student, graded cell with a leaderboard number), best first."""
     chapter = course_config.chapter(chapter_key)
+    # Only the graded cells the judge writes (write_result sets or clears their number):
+    # a submission's other cells may carry any metadata the student typed.
+    graded = {name: {grade_id for grade_id, _, _ in graded_suites(source_notebook(chapter.slug, name)[0],
+                                                                  chapter.slug)}
+              for name in chapter.notebooks}
     rows = []
     for folder in sorted((course_dir / "autograded").glob(f"*/{chapter.slug}")):
         for name in chapter.notebooks:
@@ -28,7 +34,12 @@ def ranking(chapter_key: str, course_dir: Path) -> list[dict]:
                 nb = nbformat.read(path, as_version=4)
             except Exception:  # missing or unreadable: that student has no entry
                 continue
+            seen = set()
             for cell in nb.cells:
+                grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+                if grade_id not in graded[name] or grade_id in seen:
+                    continue
+                seen.add(grade_id)
                 board = cell.metadata.get("leaderboard")
                 if not isinstance(board, dict):
                     continue
@@ -36,7 +47,7 @@ def ranking(chapter_key: str, course_dir: Path) -> list[dict]:
                     value = float(board["value"])
                 except (KeyError, TypeError, ValueError):
                     continue
-                rows.append({"student": folder.parent.name, "cell": cell.metadata.get("nbgrader", {}).get("grade_id", "?"),
+                rows.append({"student": folder.parent.name, "cell": grade_id,
                              "metric": str(board.get("metric", "")), "value": value,
                              "unit": str(board.get("unit", ""))})
     rows.sort(key=lambda r: (r["cell"], -r["value"], r["student"]))

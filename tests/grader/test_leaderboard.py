@@ -30,6 +30,18 @@ def test_two_graded_students_are_ranked_best_first(tmp_path, capsys):
     assert "1. bob" in out and "2. alice" in out
 
 
+def test_a_number_typed_into_an_ungraded_cell_is_ignored(tmp_path, capsys):
+    forged = _graded_notebook(None)
+    forged.cells.insert(1, nbformat.v4.new_code_cell("x = 1", metadata={
+        "leaderboard": {"metric": "goodput per GPU", "value": 1e9, "unit": "req/s"},
+        "nbgrader": {"grade_id": "my_cell", "grade": True}}))
+    folder = tmp_path / "autograded" / "mallory" / "ch06_scheduling"
+    folder.mkdir(parents=True)
+    nbformat.write(forged, folder / "ch06_scheduling.ipynb")
+    assert main(["leaderboard", "ch06", "--course-dir", str(tmp_path)]) == 0
+    assert "mallory" not in capsys.readouterr().out
+
+
 def test_feedback_shows_the_number_and_a_regrade_without_one_clears_it():
     nb = _graded_notebook(3.0)
     cell = nb.cells[1]
