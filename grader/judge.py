@@ -327,8 +327,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 def _leaderboard(item: pytest.Item) -> dict | None:
     """The number a suite recorded for the class ranking, `record_property("leaderboard",
     {"metric": str, "value": float, "unit": str})`: suites run here, in the judge, and
-    compute it from the replay, so it is the judge's number; anything else is dropped."""
-    board = dict(item.user_properties).get("leaderboard")
+    compute it from the replay, so it is the judge's number."""
+    return leaderboard_entry(dict(item.user_properties).get("leaderboard"))
+
+
+def leaderboard_entry(board) -> dict | None:
+    """A leaderboard record as the judge writes it and the ranking reads it back: a finite
+    value, a short metric name and unit; anything else is dropped (None)."""
     try:
         value = float(board["value"])
         if value != value or value in (float("inf"), float("-inf")):

@@ -1,11 +1,11 @@
 """The class ranking of a chapter: `python -m grader leaderboard CHAPTER [--course-dir DIR]`.
 
 A suite that ranks the class records one number per submission in the judge
-(`record_property("leaderboard", {...})`, see `grader.judge._leaderboard`); the judge
-writes it into the graded cell's metadata of the autograded notebook
-(`grader.notebook.write_result`), which nbgrader keeps in
-`autograded/<student>/<chapter>/<notebook>.ipynb`. This module reads those back: no
-second store, and a regrade replaces the number with the score.
+(`record_property("leaderboard", {...})`); the judge writes it into the graded cell's
+metadata of the autograded notebook (`grader.notebook.write_result`), which nbgrader
+keeps in `autograded/<student>/<chapter>/<notebook>.ipynb`. This module reads those
+back, through the same check (`grader.judge.leaderboard_entry`): no second store, and a
+regrade replaces the number with the score.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 import nbformat
 
 import course_config
+from grader.judge import leaderboard_entry
 from grader.notebook import graded_suites, source_notebook
 
 
@@ -40,16 +41,9 @@ def ranking(chapter_key: str, course_dir: Path) -> list[dict]:
                 if grade_id not in graded[name] or grade_id in seen:
                     continue
                 seen.add(grade_id)
-                board = cell.metadata.get("leaderboard")
-                if not isinstance(board, dict):
-                    continue
-                try:
-                    value = float(board["value"])
-                except (KeyError, TypeError, ValueError):
-                    continue
-                rows.append({"student": folder.parent.name, "cell": grade_id,
-                             "metric": str(board.get("metric", "")), "value": value,
-                             "unit": str(board.get("unit", ""))})
+                entry = leaderboard_entry(cell.metadata.get("leaderboard"))
+                if entry is not None:
+                    rows.append({"student": folder.parent.name, "cell": grade_id, **entry})
     rows.sort(key=lambda r: (r["cell"], -r["value"], r["student"]))
     return rows
 

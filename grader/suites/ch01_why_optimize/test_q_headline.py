@@ -2,7 +2,7 @@
 import math
 
 import pytest
-from _answers import answers, number
+from grader.suites._answers import answers, number
 
 # The chart's rows (BOND, Trends - Artificial Intelligence, May 2025, page 106):
 # year: (inference tokens per year, data-centre power in MW)
@@ -29,7 +29,7 @@ def test_it_measures_energy_efficiency(student):
 @pytest.mark.points(0.5)
 def test_factor_from_the_rows(student):
     """(b) the factor computed from the chart's rows, within 1 %"""
-    got = number(_answers(student), "factor")
+    got = number(_answers(student)["factor"], "factor")
     assert math.isclose(got, FACTOR, rel_tol=0.01), (
         f"got {got:,.0f}: divide tokens per year by megawatts for 2024 and for 2016, then take the ratio "
         "(the chart's rounded label is not what its rows give)")
@@ -38,6 +38,6 @@ def test_factor_from_the_rows(student):
 @pytest.mark.points(0.5)
 def test_annual_rate(student):
     """(c) the constant annual factor over the 8 years, within 1 %"""
-    got = number(_answers(student), "annual_factor")
+    got = number(_answers(student)["annual_factor"], "annual_factor")
     assert math.isclose(got, ANNUAL, rel_tol=0.01), (
         f"got {got:.4g}: a factor F reached in n years is F ** (1 / n) a year, with n = 2024 - 2016")

@@ -2,11 +2,11 @@
 (section 8: the capacity trace, SLOs, H100 roofline, KV blocks from memory) with the
 course's reference schedulers, and compares the student's plain values with it."""
 
-import math
 from functools import lru_cache
 
 import pytest
 
+from grader.suites._answers import number
 from llmopt.metrics import goodput
 from llmopt.simulator import H100_SXM, LLAMA2_7B, LLAMA3_8B, RDMA_400G, CostModel, simulate_disaggregated
 from llmopt.workload import at_rate, make_trace
@@ -63,7 +63,6 @@ def test_best_ratio_mha(student, truth):
 @pytest.mark.timeout(60)
 def test_mha_link_loss(student, truth):
     """question 3: the share of 1P1D's goodput per GPU Llama-2-7B loses at 12.5 GB/s, within 0.05"""
-    got = student.question_3()
-    assert type(got) in (int, float) and math.isfinite(got), f"question_3() must return a number, got {got!r:.100}"
+    got = number(student.question_3(), "question_3()")
     want = 1 - truth.per_gpu("1P1D", LLAMA2_7B, 12.5) / truth.per_gpu("1P1D", LLAMA2_7B, 450)
     assert abs(got - want) <= 0.05, f"{got:.3f} is more than 0.05 away from the loss on this trace"
