@@ -25,13 +25,19 @@ a GPU), paid a few dozen times per layer. So the engine makes fewer, faster call
 `CudaGraphDecoder` removes the per-call cost altogether on a GPU: one decode step is
 recorded as a CUDA graph and replayed.
 
-Two seams, used by chapter 5 and later:
+Three seams, used by chapter 5 and later:
 
 - `Attention`: how queries attend to keys. Default: `causal_attention`, PyTorch's fused attention under a mask.
 - `KVCache`: where past keys and values live. Default: none at all, so every decoding
   step recomputes the keys and values of the whole prefix. That is the baseline every
   cache must beat, and it is correct by construction. Chapter 5 implements contiguous and
   paged ones (a paged cache attends by itself through `PagedAttentionCache.attend`).
+- `Linear`: how a block multiplies by a weight matrix. Default: a Tensor, multiplied in
+  full precision. Any callable `f(x) -> x @ W.T` may stand in for it (chapter 7's
+  quantized W4A16 layers); `LlamaWeights.map_linears(fn)` swaps every block linear at
+  once, by name: `layers.<i>.qkv` (q, k, v rows stacked), `layers.<i>.o`,
+  `layers.<i>.gate_up` (gate rows, then up rows), `layers.<i>.down`. The embedding and
+  the LM head are not block linears and are never mapped.
 
 Both speak in *positions*, not masks: each token carries its position in its sequence,
 and a slot that holds no token (left padding, an unused cache slot) carries -1. The one
@@ -42,14 +48,19 @@ visibility rule, for every layout of the cache (contiguous, paged, shared prefix
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import Callable, NamedTuple, Protocol, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 NO_TOKEN = -1  # the position of a slot that holds no token: padding, an empty cache slot
+
+# A block linear as the engine stores it: a full-precision weight transposed to (in, out),
+# or any callable computing x @ W.T for the (out, in) weight W it stands for (the seam).
+Linear = Union[Tensor, Callable[[Tensor], Tensor]]
 
 
 # ---------------------------------------------------------------------------------------
@@ -149,11 +160,12 @@ class LayerWeights:
     # - transposed to (in, out), so a step computes x @ w_t: at batch 1 MKL streams that
     #   layout ~1.3x faster than F.linear's x @ w.T (measured on the course machine; the
     #   weights, 20 MB per step, are what a decode step waits for, as on a GPU).
-    qkv_t: Tensor = field(init=False)  # (D, q | k | v outputs)
+    # Each may instead be a callable x -> x @ W.T (the linear seam: `LlamaWeights.map_linears`).
+    qkv_t: Linear = field(init=False)  # (D, q | k | v outputs)
     qkv_bias: Tensor | None = field(init=False)
-    o_t: Tensor = field(init=False)  # (n_heads * head_dim, D)
-    gate_up_t: Tensor = field(init=False)  # (D, 2I): gate outputs, then up outputs
-    down_t: Tensor = field(init=False)  # (I, D)
+    o_t: Linear = field(init=False)  # (n_heads * head_dim, D)
+    gate_up_t: Linear = field(init=False)  # (D, 2I): gate outputs, then up outputs
+    down_t: Linear = field(init=False)  # (I, D)
 
     def __post_init__(self):
         biases = (self.q_bias, self.k_bias, self.v_bias)
@@ -186,6 +198,46 @@ class LlamaWeights:
 
     def __post_init__(self):
         object.__setattr__(self, "lm_head_t", self.lm_head.t().contiguous())
+
+    def map_linears(self, fn: Callable[[str, Tensor], Linear | Tensor]) -> "LlamaWeights":
+        """New weights whose block linears are `fn(name, weight)`; these stay untouched.
+
+        For each layer i and each name in `layers.<i>.qkv`, `.o`, `.gate_up`, `.down`,
+        `fn` gets the (out, in) weight the engine multiplies by (a fresh copy: changing it
+        changes nothing here) and returns either a Tensor of the same shape (used in full
+        precision) or a callable x (..., in) -> x @ W.T (..., out) in x's dtype, e.g. a
+        quantized layer. Returning the weight unchanged gives bit-identical outputs.
+        Norms, biases, the embedding and the LM head are shared, not copied; the
+        `q_proj`... fields of a mapped layer still hold the original full-precision views
+        (the engine reads only the stacked linears), so count a mapped model's bytes
+        from what `fn` returned.
+        """
+        layers = []
+        for index, layer in enumerate(self.layers):
+            mapped = {}
+            for name, attribute in LINEAR_NAMES:
+                current = getattr(layer, attribute)
+                if not isinstance(current, Tensor):
+                    raise TypeError(f"layers.{index}.{name} is already mapped ({current!r}); "
+                                    f"map the full-precision weights")
+                weight = current.t().contiguous()  # (out, in), a copy
+                result = fn(f"layers.{index}.{name}", weight)
+                if isinstance(result, Tensor):
+                    if result.shape != weight.shape:
+                        raise ValueError(f"fn returned shape {tuple(result.shape)} for "
+                                         f"layers.{index}.{name}, expected {tuple(weight.shape)}")
+                    result = result.t().contiguous()  # (in, out), as the engine stores it
+                elif not callable(result):
+                    raise TypeError(f"fn must return a Tensor or a callable for "
+                                    f"layers.{index}.{name}, got {type(result).__name__}")
+                mapped[attribute] = result
+            new_layer = copy.copy(layer)  # shares every tensor; frozen, so set by hand:
+            for attribute, linear in mapped.items():
+                object.__setattr__(new_layer, attribute, linear)
+            layers.append(new_layer)
+        weights = copy.copy(self)
+        object.__setattr__(weights, "layers", tuple(layers))
+        return weights
 
     @classmethod
     def random(cls, *, n_layers: int, hidden: int, n_heads: int, n_kv_heads: int,
@@ -300,9 +352,18 @@ def rotate(x: Tensor, cos: Tensor, sin_signed: Tensor) -> Tensor:
     return x * cos + swapped * sin_signed
 
 
+# The block linears, by the name `LlamaWeights.map_linears` gives them, and their field.
+LINEAR_NAMES = (("qkv", "qkv_t"), ("o", "o_t"), ("gate_up", "gate_up_t"), ("down", "down_t"))
+
+
+def project(x: Tensor, linear: Linear) -> Tensor:
+    """x @ W.T for a block linear: a stored (in, out) Tensor, or a callable (the seam)."""
+    return x @ linear if isinstance(linear, Tensor) else linear(x)
+
+
 def swiglu_mlp(x: Tensor, layer: LayerWeights) -> Tensor:
-    gate, up = (x @ layer.gate_up_t).chunk(2, dim=-1)  # (B, T, I) each
-    return (F.silu(gate) * up) @ layer.down_t  # (B, T, D)
+    gate, up = project(x, layer.gate_up_t).chunk(2, dim=-1)  # (B, T, I) each
+    return project(F.silu(gate) * up, layer.down_t)  # (B, T, D)
 
 
 class Visibility:
@@ -371,7 +432,7 @@ class Engine:
         w, layer = self.weights, self.weights.layers[layer_index]
         B, T, _ = x.shape
         H, H_kv, hd = w.n_heads, w.n_kv_heads, w.head_dim
-        qkv = x @ layer.qkv_t  # (B, T, (H + 2 H_kv) hd)
+        qkv = project(x, layer.qkv_t)  # (B, T, (H + 2 H_kv) hd)
         if layer.qkv_bias is not None:
             qkv = qkv + layer.qkv_bias
         qkv = qkv.view(B, T, H + 2 * H_kv, hd)
@@ -394,7 +455,7 @@ class Engine:
             else:
                 out = self.attention(query, visible.keys, visible.values, positions,
                                      visible.positions)  # (B, H, T, hd)
-        return out.transpose(1, 2).reshape(B, T, H * hd) @ layer.o_t  # (B, T, D)
+        return project(out.transpose(1, 2).reshape(B, T, H * hd), layer.o_t)  # (B, T, D)
 
     def forward(self, input_ids: Tensor, positions: Tensor,
                 kv_cache: KVCache | None = None, *, logits_at: Tensor | None = None,

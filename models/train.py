@@ -21,14 +21,12 @@ Progress goes to stderr (tqdm) and to `models/train.log`.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import math
 import os
 import platform
 import sys
-import sysconfig
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -47,18 +45,14 @@ from tqdm import tqdm  # noqa: E402
 from transformers import (  # noqa: E402
     GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast)
 
+from llmopt.corpus import (  # noqa: E402  (the corpus split, shared with llmopt.quality)
+    CONTEXT, EXCLUDED_DIRS, HELDOUT_EVERY, build_corpus, encode_documents, heldout_windows)
+
 MODELS_DIR = Path(__file__).resolve().parent
 SEED = 1234
 THREADS = 2  # the course machine has 2 cores; more threads only oversubscribe them
-HELDOUT_EVERY = 20  # file i (in sorted order) is held out when i % HELDOUT_EVERY == 0
-# Tests, vendored third-party code, the IDE, documentation text and codec tables: they
-# are not the "ordinary library code" the models should learn, and the tables would
-# spend BPE merges on one-off strings.
-EXCLUDED_DIRS = {"site-packages", "test", "tests", "idlelib", "lib2to3", "pydoc_data",
-                 "encodings", "__pycache__"}
 VOCAB_SIZE = 4096
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
-CONTEXT = 512
 SAMPLE_PROMPTS = ("import os\n", "def __init__(self", "class Queue:\n    ",
                   "    for i in range(", "    except KeyError:\n")
 
@@ -69,47 +63,8 @@ log = logging.getLogger("train")
 # 1. Corpus
 # ---------------------------------------------------------------------------------------
 
-@dataclass
-class Corpus:
-    root: str
-    train_files: list[str]  # paths relative to root, sorted
-    heldout_files: list[str]
-    train_texts: list[str]
-    heldout_texts: list[str]
-
-    def summary(self) -> dict:
-        def n_bytes(texts: list[str]) -> int:
-            return sum(len(t.encode("utf-8")) for t in texts)
-        digest = hashlib.sha256()
-        for name, text in zip(self.train_files + self.heldout_files,
-                              self.train_texts + self.heldout_texts):
-            digest.update(name.encode() + b"\0" + text.encode("utf-8") + b"\0")
-        return {"root": self.root, "python": platform.python_version(),
-                "train_files": len(self.train_files), "heldout_files": len(self.heldout_files),
-                "train_bytes": n_bytes(self.train_texts),
-                "heldout_bytes": n_bytes(self.heldout_texts),
-                "sha256": digest.hexdigest()}
-
-
-def build_corpus(root: Path | None = None) -> Corpus:
-    """The standard library's source, split into train and held-out by whole file."""
-    root = Path(root or sysconfig.get_paths()["stdlib"])
-    paths = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.py")
-                   if not EXCLUDED_DIRS & set(p.relative_to(root).parts[:-1])
-                   and not p.name.startswith("_sysconfigdata"))
-    corpus = Corpus(str(root), [], [], [], [])
-    for index, name in enumerate(paths):
-        try:
-            text = (root / name).read_text(encoding="utf-8")
-        except UnicodeDecodeError:  # a few legacy files are not UTF-8; skip them
-            continue
-        if index % HELDOUT_EVERY == 0:
-            corpus.heldout_files.append(name)
-            corpus.heldout_texts.append(text)
-        else:
-            corpus.train_files.append(name)
-            corpus.train_texts.append(text)
-    return corpus
+# The corpus lives in llmopt.corpus (Corpus, build_corpus, HELDOUT_EVERY, EXCLUDED_DIRS):
+# chapter 7 measures perplexity on exactly the held-out split these models never saw.
 
 
 # ---------------------------------------------------------------------------------------
@@ -133,13 +88,6 @@ def train_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
         tokenizer_object=tokenizer, bos_token=BOS, eos_token=EOS, pad_token=PAD,
         padding_side="left",  # decoder-only batches pad on the left so prompts end together
         model_max_length=CONTEXT)
-
-
-def encode_documents(tokenizer: PreTrainedTokenizerFast, texts: list[str]) -> torch.Tensor:
-    """One token stream: <|bos|> file <|eos|> <|bos|> file <|eos|> ..."""
-    encoded = tokenizer(texts, add_special_tokens=True, verbose=False)["input_ids"]
-    stream = [token for ids in encoded for token in ids + [tokenizer.eos_token_id]]
-    return torch.tensor(stream, dtype=torch.long)
 
 
 # ---------------------------------------------------------------------------------------
@@ -228,12 +176,6 @@ def train_model(spec: ModelSpec, tokenizer: PreTrainedTokenizerFast,
 # ---------------------------------------------------------------------------------------
 # 4. Evaluation and model cards
 # ---------------------------------------------------------------------------------------
-
-def heldout_windows(tokens: torch.Tensor) -> torch.Tensor:
-    """Non-overlapping CONTEXT-token windows of the held-out stream."""
-    n = len(tokens) // CONTEXT
-    return tokens[: n * CONTEXT].view(n, CONTEXT)  # (N, T)
-
 
 @torch.no_grad()
 def heldout_logits(model: LlamaForCausalLM, windows: torch.Tensor):
