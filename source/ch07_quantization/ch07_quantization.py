@@ -56,7 +56,7 @@ import triton.language as tl
 
 import course_config
 from llmopt.engine import Engine, LlamaWeights
-from llmopt.quality import calibration_tokens, heldout_tokens, perplexity
+from llmopt.quality import calibration_tokens, heldout_tokens, kl_divergence, perplexity
 
 SMALL = course_config.SMALL_WORKLOAD  # True under `make test`: shorter measurements
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -65,10 +65,465 @@ _ = torch.manual_seed(0)  # seed the demos; `_ =` keeps the Generator out of the
 # %% [markdown]
 # ## 1. Integer formats
 # ### 1. 整数格式
+#
+# A quantizer stores a weight $w$ as a small integer $q$ and a scale $s$ shared by many
+# weights, and reads it back as $\hat w = s\,(q - z)$, with $z$ a zero-point (often 0).
+# Round-to-nearest picks $q = \mathrm{round}(w / s) + z$, so as long as nothing is clipped
+# the error of every weight is at most half a step:
+#
+# $$|w - \hat w| \le s / 2.$$
+#
+# Everything else is bookkeeping, and the bookkeeping decides the quality:
+#
+# - **Which weights share a scale.** One scale per tensor is cheapest, but a single outlier
+#   stretches the step for everyone. One per output channel (a row of $W$) is the INT8
+#   standard. INT4 has only 16 levels, so it shares a scale among a **group** of
+#   `group_size` consecutive input columns of one row (32, 64 or 128). Groups run along
+#   the *input* dimension, the one a matmul sums over, so each output is a sum of a few
+#   groups, each with its own scale.
+# - **Symmetric or asymmetric.** Symmetric: $z = 0$ and the grid is centred on zero,
+#   $s = \max|w| / q_{\max}$. The slime/SGLang INT4 recipe uses $q \in [-7, 7]$, not
+#   $[-8, 7]$: one code is left unused so that $+$ and $-$ get the same range
+#   [@lmsys2026-int4-qat]. Asymmetric: the 16 levels cover $[\min w, \max w]$ (widened to
+#   include 0, so that a zero-point in $[0, 15]$ exists), $s = (\max - \min)/15$ and
+#   $z = \mathrm{round}(-\min / s)$; this spends no level on values the group does not have.
+# - **How the codes are stored.** Two 4-bit codes per byte. The order is a convention that
+#   the writer and every kernel that reads the bytes must share: here input column $2j$
+#   goes in the **low** nibble of byte $j$, column $2j+1$ in the high nibble.
+#
+# For uniformity every INT4 format here stores unsigned codes in $[0, 15]$ and a
+# zero-point per group: the symmetric format's codes are $q + 8$ with $z = 8$.
+#
+# **Exercise 1 · 练习1.** Write the quantizers, the dequantizers and the packing.
+
+# %% nbgrader={"grade": false, "grade_id": "int_formats_solution", "locked": false, "schema_version": 3, "solution": true}
+def check_weight(w, group_size=None):
+    """Refuse what no quantizer can represent, with a message that says what to fix.
+
+    w: a 2-D float tensor (out_features, in_features). Raises ValueError if w holds NaN
+    or Inf, is not 2-D, or (when group_size is given) in_features is not a positive
+    multiple of group_size.
+    """
+    ### BEGIN SOLUTION
+    if w.dim() != 2:
+        raise ValueError(f"expected a weight matrix (out_features, in_features), got shape "
+                         f"{tuple(w.shape)}")
+    if not torch.isfinite(w).all():
+        bad = (~torch.isfinite(w)).nonzero()[0].tolist()
+        raise ValueError(f"the weight holds NaN or Inf (first at row {bad[0]}, column {bad[1]}): "
+                         f"no finite scale can represent it; fix the weights first")
+    if group_size is not None and (group_size <= 0 or w.shape[1] % group_size):
+        raise ValueError(f"in_features = {w.shape[1]} is not a multiple of group_size = "
+                         f"{group_size}: every group must be complete")
+    ### END SOLUTION
+
+
+def quantize_int8(w):
+    """Symmetric INT8, one scale per output channel (row).
+
+    w: float (out, in). Returns (q, scale): q int8 (out, in) in [-127, 127],
+    scale float32 (out, 1) = max|row| / 127 (1.0 for an all-zero row), q = round(w / scale).
+    """
+    ### BEGIN SOLUTION
+    check_weight(w)
+    w = w.float()
+    absmax = w.abs().amax(dim=1, keepdim=True)  # (out, 1)
+    scale = torch.where(absmax > 0, absmax / 127, torch.ones_like(absmax))  # (out, 1)
+    q = torch.round(w / scale).clamp(-127, 127).to(torch.int8)  # (out, in)
+    return q, scale
+    ### END SOLUTION
+
+
+def dequantize_int8(q, scale):
+    """float32 (out, in) = q * scale."""
+    ### BEGIN SOLUTION
+    return q.float() * scale.float()
+    ### END SOLUTION
+
+
+def quantize_int4(w, group_size=128, symmetric=True):
+    """Group-wise INT4: each group is `group_size` consecutive input columns of one row.
+
+    w: float (out, in), in a multiple of group_size. Returns (codes, scales, zeros):
+    codes uint8 (out, in) in [0, 15]; scales float32 (out, in // group_size);
+    zeros float32 (out, in // group_size), whole numbers in [0, 15]; and
+    w ~= (codes - zeros) * scales, within half a step: |w - w_hat| <= scale / 2.
+    - symmetric: scale = max|group| / 7, codes = clamp(round(w / scale), -7, 7) + 8, zeros 8.
+    - asymmetric: lo = min(min(group), 0), hi = max(max(group), 0), scale = (hi - lo) / 15,
+      zero = clamp(round(-lo / scale), 0, 15), codes = clamp(round(w / scale) + zero, 0, 15).
+    A group of zeros gets scale 1.0 (no division by zero). NaN/Inf, or in not a multiple
+    of group_size: ValueError.
+    """
+    ### BEGIN SOLUTION
+    check_weight(w, group_size)
+    out_features, in_features = w.shape
+    groups = w.float().reshape(out_features, in_features // group_size, group_size)  # (out, G, g)
+    if symmetric:
+        absmax = groups.abs().amax(dim=-1)  # (out, G)
+        scales = torch.where(absmax > 0, absmax / 7, torch.ones_like(absmax))
+        zeros = torch.full_like(scales, 8.0)
+        q = torch.round(groups / scales[..., None]).clamp(-7, 7)  # (out, G, g)
+    else:
+        lo = groups.amin(dim=-1).clamp(max=0)  # (out, G): 0 always lies on the grid
+        hi = groups.amax(dim=-1).clamp(min=0)
+        scales = torch.where(hi > lo, (hi - lo) / 15, torch.ones_like(lo))
+        zeros = torch.round(-lo / scales).clamp(0, 15)
+        q = torch.round(groups / scales[..., None])  # (out, G, g), before the shift
+    codes = (q + zeros[..., None]).clamp(0, 15).to(torch.uint8)
+    return codes.reshape(out_features, in_features), scales, zeros
+    ### END SOLUTION
+
+
+def dequantize_int4(codes, scales, zeros, group_size):
+    """float32 (out, in) = (codes - zeros) * scales, each group with its own scale and zero."""
+    ### BEGIN SOLUTION
+    out_features, in_features = codes.shape
+    groups = codes.float().reshape(out_features, in_features // group_size, group_size)
+    groups = (groups - zeros.float()[..., None]) * scales.float()[..., None]  # (out, G, g)
+    return groups.reshape(out_features, in_features)
+    ### END SOLUTION
+
+
+def pack_int4(codes):
+    """Two codes per byte: uint8 (out, in) in [0, 15] -> uint8 (out, in // 2).
+
+    Byte j of a row holds input column 2j in its LOW nibble and column 2j + 1 in its
+    HIGH nibble. in must be even and every code in [0, 15] (else ValueError).
+    """
+    ### BEGIN SOLUTION
+    if codes.shape[-1] % 2:
+        raise ValueError(f"pack_int4 needs an even number of columns, got {codes.shape[-1]}")
+    if codes.dtype != torch.uint8 or (codes.numel() and int(codes.max()) > 15):
+        raise ValueError(f"pack_int4 takes uint8 codes in [0, 15], got {codes.dtype} codes "
+                         f"up to {codes.max().item() if codes.numel() else None}")
+    return codes[..., 0::2] | (codes[..., 1::2] << 4)  # (out, in // 2)
+    ### END SOLUTION
+
+
+def unpack_int4(packed):
+    """The inverse of pack_int4: uint8 (out, in // 2) -> uint8 codes (out, in)."""
+    ### BEGIN SOLUTION
+    low, high = packed & 0x0F, packed >> 4  # (out, in // 2) each
+    return torch.stack([low, high], dim=-1).reshape(*packed.shape[:-1], -1)  # (out, in)
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "int_formats", "locked": true, "points": 8, "schema_version": 3, "solution": false}
+# Visible checks: half-step error bounds, formats, packing order, refusals.
+_w = torch.randn(8, 256)
+_q, _s = quantize_int8(_w)
+assert _q.dtype == torch.int8 and _s.shape == (8, 1), "INT8: q int8 (out, in), scale (out, 1)"
+assert ((_w - dequantize_int8(_q, _s)).abs() <= _s / 2 + 1e-6).all(), \
+    "INT8 error above half a step: round to nearest, one scale per row"
+for _symmetric in (True, False):
+    for _g in (32, 64, 128):
+        _c, _sc, _z = quantize_int4(_w, _g, _symmetric)
+        assert _c.dtype == torch.uint8 and _c.shape == _w.shape and int(_c.max()) <= 15, \
+            "codes: uint8 (out, in) in [0, 15]"
+        assert _sc.shape == _z.shape == (8, 256 // _g), \
+            f"scales and zeros: (out, in // group_size) = (8, {256 // _g}); groups run along the input"
+        _err = (_w - dequantize_int4(_c, _sc, _z, _g)).abs()
+        _step = _sc.repeat_interleave(_g, dim=1)  # each element's scale
+        assert (_err <= _step / 2 + 1e-6).all(), \
+            f"INT4 g{_g} {'sym' if _symmetric else 'asym'}: error above half a step (round, not floor? zero-point?)"
+        if _symmetric:
+            assert (_z == 8).all() and int(_c.min()) >= 1, "symmetric: zeros are 8, codes q + 8 with q in [-7, 7]"
+_c = torch.tensor([[1, 2, 15, 0]], dtype=torch.uint8)
+assert pack_int4(_c).tolist() == [[0x21, 0x0F]], "pack: column 2j in the LOW nibble, 2j + 1 in the HIGH"
+assert torch.equal(unpack_int4(pack_int4(_c)), _c)
+_zero_group = quantize_int4(torch.zeros(2, 32), 32, False)
+assert torch.isfinite(_zero_group[1]).all() and (dequantize_int4(*_zero_group, 32) == 0).all(), \
+    "an all-zero group must not divide by zero"
+for _bad, _why in ((torch.tensor([[1.0, float("nan")] * 16]), "NaN"), (torch.randn(2, 48), "in % group_size")):
+    try:
+        quantize_int4(_bad, 32)
+    except ValueError:
+        pass
+    else:
+        raise AssertionError(f"quantize_int4 must raise ValueError on {_why}")
+
+
+# A property, checked on examples hypothesis draws: any shape, scale of values, group size,
+# format, and an outlier or a constant group, the error stays within half a step.
+from hypothesis import given, settings, strategies as st
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, database=None)
+@given(rows=st.integers(1, 4), groups=st.integers(1, 3), group_size=st.sampled_from([32, 64, 128]),
+       symmetric=st.booleans(), magnitude=st.floats(1e-4, 1e4), seed=st.integers(0, 2**16),
+       special=st.sampled_from(["none", "outlier", "constant", "positive"]))
+def _half_step_property(rows, groups, group_size, symmetric, magnitude, seed, special):
+    w = torch.randn(rows, groups * group_size, generator=torch.Generator().manual_seed(seed)) * magnitude
+    if special == "outlier":
+        w[0, 0] = 100 * magnitude
+    elif special == "constant":
+        w[:, :group_size] = magnitude
+    elif special == "positive":
+        w = w.abs()
+    codes, scales, zeros = quantize_int4(w, group_size, symmetric)
+    step = scales.repeat_interleave(group_size, dim=1)
+    assert ((w - dequantize_int4(codes, scales, zeros, group_size)).abs() <= step * (0.5 + 1e-5)).all(), \
+        f"error above half a step: {rows}x{groups * group_size}, g{group_size}, symmetric={symmetric}, {special}"
+
+
+_half_step_property()
+print("Visible checks passed (with 40 hypothesis examples).")
+### BEGIN HIDDEN TESTS
+from grader import grade; grade("ch07_quantization/int_formats")
+### END HIDDEN TESTS
 
 # %% [markdown]
 # ## 2. Round-to-nearest PTQ of the course model
 # ### 2. 课程模型的最近舍入（RTN）训练后量化
+#
+# Post-training quantization (PTQ) takes trained weights and rounds them; nothing is
+# retrained. Round-to-nearest is the baseline every later method must beat.
+#
+# A **W4A16** layer keeps its weights in 4 bits and its activations in 16 (here: in
+# whatever dtype `x` has). It stores the packed codes, a scale per group in float16 and
+# a zero-point per group in one byte (`uint8`), and computes $y = x\,\hat W^\top$: unpack,
+# dequantize, multiply. On a GPU a fused kernel (section 5) does the three in one pass
+# and never writes $\hat W$ to memory; here the layer dequantizes and then calls an
+# ordinary matmul, which is correct and slow, and the right reference for the kernel.
+#
+# The engine multiplies by its weights through a **seam**: `LlamaWeights.map_linears(fn)`
+# calls `fn(name, weight)` for every linear of every block (`layers.<i>.qkv`, `.o`,
+# `.gate_up`, `.down`, each an (out, in) matrix) and accepts back any callable
+# `f(x) = x @ W.T`. The embedding and the LM head are not block linears and stay in full
+# precision: the embedding is a table lookup whose bytes are read one row per token (it
+# costs no bandwidth worth saving), and the LM head's error lands directly on the logits,
+# every token; section 9 shows what quantizing it costs on this model.
+#
+# **Exercise 2 · 练习2.** Write `Int4Linear` and `quantize_engine_rtn`.
+
+# %% nbgrader={"grade": false, "grade_id": "rtn_solution", "locked": false, "schema_version": 3, "solution": true}
+class Int4Linear:
+    """A W4A16 linear layer: y = x @ dequant(W).T in x's dtype.
+
+    Fields: packed uint8 (out, in // 2) (pack_int4's order), scales float16
+    (out, in // group_size), zeros uint8 (out, in // group_size) (the zero-points, whole
+    numbers in [0, 15], one byte each), group_size, out_features, in_features.
+    `nbytes` counts packed + scales + zeros.
+    """
+
+    def __init__(self, packed, scales, zeros, group_size):
+        ### BEGIN SOLUTION
+        out_features, half = packed.shape
+        if packed.dtype != torch.uint8 or scales.shape != zeros.shape \
+                or scales.shape != (out_features, 2 * half // group_size):
+            raise ValueError(f"inconsistent W4A16 layer: packed {tuple(packed.shape)} "
+                             f"{packed.dtype}, scales {tuple(scales.shape)}, zeros "
+                             f"{tuple(zeros.shape)}, group_size {group_size}")
+        self.packed = packed  # (out, in // 2) uint8
+        self.scales = scales.to(torch.float16)  # (out, in // group_size)
+        self.zeros = zeros.to(torch.uint8)  # (out, in // group_size)
+        self.group_size = group_size
+        self.out_features, self.in_features = out_features, 2 * half
+        ### END SOLUTION
+
+    @classmethod
+    def from_codes(cls, codes, scales, zeros, group_size):
+        """A layer from quantized codes (uint8 (out, in) in [0, 15]) with their scales and
+        zero-points, (out, in // group_size) each: what AWQ, GPTQ and QAT export."""
+        ### BEGIN SOLUTION
+        return cls(pack_int4(codes), scales, zeros.round(), group_size)
+        ### END SOLUTION
+
+    @classmethod
+    def from_weight(cls, w, group_size=128, symmetric=True):
+        """Round-to-nearest: quantize_int4(w, group_size, symmetric), packed."""
+        ### BEGIN SOLUTION
+        return cls.from_codes(*quantize_int4(w, group_size, symmetric), group_size)
+        ### END SOLUTION
+
+    def dequantized(self, dtype=torch.float32):
+        """The weight this layer multiplies by, (out, in) in `dtype`."""
+        ### BEGIN SOLUTION
+        codes = unpack_int4(self.packed)
+        return dequantize_int4(codes, self.scales, self.zeros, self.group_size).to(dtype)
+        ### END SOLUTION
+
+    def __call__(self, x):
+        """x (..., in) -> (..., out) in x's dtype: dequantize, then matmul."""
+        ### BEGIN SOLUTION
+        return x @ self.dequantized(x.dtype).T
+        ### END SOLUTION
+
+    @property
+    def nbytes(self):
+        ### BEGIN SOLUTION
+        return sum(t.numel() * t.element_size() for t in (self.packed, self.scales, self.zeros))
+        ### END SOLUTION
+
+    def __repr__(self):
+        return (f"Int4Linear({self.out_features}x{self.in_features}, g{self.group_size}, "
+                f"{self.nbytes} bytes)")
+
+
+def quantize_engine_rtn(engine, group_size=128, symmetric=True):
+    """A new Engine whose every block linear is an Int4Linear (round-to-nearest); the
+    embedding, the norms and the LM head are shared with `engine`, unchanged."""
+    ### BEGIN SOLUTION
+    weights = engine.weights.map_linears(
+        lambda name, weight: Int4Linear.from_weight(weight, group_size, symmetric))
+    return Engine(weights, engine.attention, engine.eos_token_id, engine.pad_token_id)
+    ### END SOLUTION
+
+
+def linear_bytes(engine):
+    """Bytes of the block linears of an engine: Tensors count their elements, W4A16 layers
+    their `nbytes`. (The embedding, norms and LM head are not counted.)"""
+    total = 0
+    for layer in engine.weights.layers:
+        for attribute in ("qkv_t", "o_t", "gate_up_t", "down_t"):
+            linear = getattr(layer, attribute)
+            total += (linear.numel() * linear.element_size() if isinstance(linear, torch.Tensor)
+                      else linear.nbytes)
+    return total
+
+
+# %% nbgrader={"grade": true, "grade_id": "rtn", "locked": true, "points": 8, "schema_version": 3, "solution": false}
+# Visible checks: one layer against its dequantized weight, then the course model.
+from llmopt.models import load_model
+
+_w = torch.randn(64, 256)
+_layer = Int4Linear.from_weight(_w, group_size=32, symmetric=False)
+assert _layer.packed.shape == (64, 128) and _layer.packed.dtype == torch.uint8, "packed: uint8 (out, in // 2)"
+assert _layer.scales.dtype == torch.float16 and _layer.scales.shape == (64, 8), "scales: float16 (out, in // g)"
+assert _layer.nbytes == 64 * 128 + 64 * 8 * 2 + 64 * 8 * _layer.zeros.element_size(), \
+    "nbytes: packed + scales + zeros, every byte"
+_x = torch.randn(3, 256)
+assert torch.allclose(_layer(_x), _x @ dequantize_int4(*quantize_int4(_w, 32, False), 32).T, atol=2e-2), \
+    "Int4Linear(x) must equal x @ dequant(W).T (scales stored in float16 round slightly)"
+assert _layer(_x.bfloat16()).dtype == torch.bfloat16, "the output keeps x's dtype (W4A16)"
+_engine = Engine.from_model(load_model("course-lm"))
+_rtn = quantize_engine_rtn(_engine, group_size=128)
+assert all(callable(getattr(_l, _a)) and not isinstance(getattr(_l, _a), torch.Tensor)
+           for _l in _rtn.weights.layers for _a in ("qkv_t", "o_t", "gate_up_t", "down_t")), \
+    "every block linear must be a W4A16 layer"
+_ratio = linear_bytes(_rtn) / linear_bytes(_engine)
+_kl = kl_divergence(_rtn, _engine, heldout_tokens(512))
+assert _ratio <= 0.16, f"the INT4 linears take {_ratio:.3f}x their FP32 bytes; the bar is 0.16x"
+assert 0 < _kl < 0.01, (f"KL from the FP32 model {_kl:.4g} nats/token: RTN g128 should change the "
+                        f"predictions a little (about 0.002), not {'nothing' if _kl == 0 else 'that much'}")
+print(f"INT4 g128 linears: {_ratio:.4f}x the FP32 bytes; KL from FP32 on 512 held-out tokens "
+      f"{_kl:.5f} nats/token")
+### BEGIN HIDDEN TESTS
+from grader import grade; grade("ch07_quantization/rtn")
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ### What RTN costs, format by format · 各格式的代价
+#
+# Held-out perplexity of the course model for every format of section 1, against the
+# bytes of its linear weights counted exactly (packed codes, scales and zero-points).
+# INT8 here is *simulated* (fake-quantized): its dequantized weights are put back into
+# the engine in float32, which measures its error, not its speed. The embedding and the
+# LM head stay in FP32 in every row.
+#
+# Beside perplexity, the table shows the **KL divergence** from the FP32 model's own
+# next-token distributions, $\mathrm{KL}(p_{\text{FP32}} \,\|\, p_{\text{quantized}})$ in
+# nats per token (`llmopt.quality.kl_divergence`). Perplexity scores the quantized model
+# against the text, and on a small, uncertain model (perplexity near 100) a quantization
+# error can as easily help on one token as hurt on the next. The KL counts every change
+# to every predicted distribution and is zero only for identical outputs, so it ranks
+# quantizers where perplexity cannot.
+
+# %%
+engine = Engine.from_model(load_model("course-lm"))
+EVAL_TOKENS = heldout_tokens(2048 if SMALL else 16384)  # held-out text, never trained on
+FP32_LINEAR_BYTES = linear_bytes(engine)
+
+
+def int8_engine(engine):
+    """INT8 per-channel, simulated: each block linear replaced by its dequantized copy."""
+    return Engine(engine.weights.map_linears(lambda name, w: dequantize_int8(*quantize_int8(w))),
+                  engine.attention, engine.eos_token_id, engine.pad_token_id)
+
+
+_windows = EVAL_TOKENS[: len(EVAL_TOKENS) // 256 * 256].view(-1, 256)  # (n, 256)
+_positions = torch.arange(256).expand(_windows.shape)
+
+
+@torch.inference_mode()
+def log_probs(engine):
+    """Next-token log-probabilities on the evaluation windows, (n, 255, V)."""
+    return torch.cat([torch.log_softmax(engine.forward(_windows[i:i + 8], _positions[i:i + 8])[:, :-1], -1)
+                      for i in range(0, len(_windows), 8)])
+
+
+FP32_LOG_PROBS = log_probs(engine)
+
+
+def quality(engine):
+    """(perplexity, KL from FP32) on the evaluation windows, from one forward pass: the same
+    numbers as llmopt.quality.perplexity and kl_divergence, without recomputing FP32."""
+    lp = log_probs(engine)
+    nll = -lp.gather(-1, _windows[:, 1:, None]).mean().item()
+    kl = (FP32_LOG_PROBS.exp() * (FP32_LOG_PROBS - lp)).sum(-1).mean().item()
+    return math.exp(nll), kl
+
+
+rtn_rows = [("FP32", FP32_LINEAR_BYTES, *quality(engine))]
+_int8_bytes = sum(w.numel() + w.shape[0] * 4 for l in engine.weights.layers
+                  for w in (l.qkv_t.T, l.o_t.T, l.gate_up_t.T, l.down_t.T))  # int8 codes + fp32 scales
+rtn_rows.append(("INT8 per-channel", _int8_bytes, *quality(int8_engine(engine))))
+for _symmetric in (True, False):
+    for _g in (128, 64, 32):
+        _q = quantize_engine_rtn(engine, _g, _symmetric)
+        rtn_rows.append((f"INT4 g{_g} {'sym' if _symmetric else 'asym'}", linear_bytes(_q), *quality(_q)))
+
+N_LINEAR_WEIGHTS = FP32_LINEAR_BYTES // 4
+print(f"{len(_windows)} held-out windows of 256 tokens; {N_LINEAR_WEIGHTS:,} linear weights, "
+      f"{FP32_LINEAR_BYTES / 1e6:.2f} MB in FP32\n")
+print(f"{'format':<18} {'bits/weight':>11} {'bytes':>11} {'x FP32':>7} {'perplexity':>10} {'Δppl':>7} "
+      f"{'KL (nats)':>10}")
+for _name, _bytes, _ppl, _kl in rtn_rows:
+    print(f"{_name:<18} {8 * _bytes / N_LINEAR_WEIGHTS:>11.3f} {_bytes:>11,} {_bytes / FP32_LINEAR_BYTES:>7.4f} "
+          f"{_ppl:>10.3f} {_ppl - rtn_rows[0][2]:>+7.3f} {_kl:>10.5f}")
+
+# %%
+fig, (ax_ppl, ax_kl) = plt.subplots(1, 2, figsize=(10, 3.8))
+for _name, _bytes, _ppl, _kl in rtn_rows:
+    _bits = 8 * _bytes / N_LINEAR_WEIGHTS
+    _marker = "s" if "asym" in _name else ("o" if "sym" in _name else "D")
+    ax_ppl.scatter(_bits, _ppl, marker=_marker, s=40)
+    ax_ppl.annotate(_name, (_bits, _ppl), textcoords="offset points", xytext=(5, 3), fontsize=7)
+    if _kl > 0:
+        ax_kl.scatter(_bits, _kl, marker=_marker, s=40)
+        ax_kl.annotate(_name, (_bits, _kl), textcoords="offset points", xytext=(5, 3), fontsize=7)
+for _ax in (ax_ppl, ax_kl):
+    _ax.set_xscale("log", base=2)
+    _ax.set_xlabel("bits per weight, scales and zero-points included")
+ax_kl.set_yscale("log")
+ax_ppl.set_ylabel("held-out perplexity (lower is better)")
+ax_kl.set_ylabel("KL from FP32, nats/token")
+ax_ppl.set_title("Round-to-nearest: perplexity")
+ax_kl.set_title("... and distance from the FP32 model")
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# Three things to read in the table. First, the course model barely notices INT4: its
+# perplexity moves by a fraction of a percent, within what a different slice of text
+# would change, so the KL column is the one that ranks the formats. Second, each halving
+# of the group size buys accuracy with bytes: a float16 scale and a one-byte zero-point
+# per group cost $24/g$ bits per weight, 0.19 at $g = 128$ and 0.75 at $g = 32$, and
+# every INT4 row stays under 0.16x the FP32 bytes, the bar of this exercise. Third, the
+# asymmetric format spends none of its 16 levels on values a group does not have and
+# lands closer to FP32 at every group size; the symmetric one needs no zero-point
+# arithmetic in the kernel (the slime recipe's choice [@lmsys2026-int4-qat]).
+#
+# The same experiment on Llama-2-7B (WikiText-2, g128): FP16 5.47, INT4 RTN 5.73, +0.26
+# perplexity [@lin2024-awq]. That is the gap sections 3, 4 and 6 close.
+#
+# **A differential check.** A library that already implements group-wise INT4
+# (torchao's `int4_weight_only`, optimum-quanto) should give the same numbers on the same
+# weights. Neither is part of this course's pinned environment
+# (`environment/requirements.txt`, torch 2.13 on CPU), so this notebook has nothing to
+# compare with; the check is left for an environment that has one. The hidden suite does
+# the next best thing: it dequantizes your codes with its own code and recomputes your
+# perplexity itself.
 
 # %% [markdown]
 # # <!-- section 3: AWQ (helper B) -->
@@ -77,7 +532,392 @@ _ = torch.manual_seed(0)  # seed the demos; `_ =` keeps the Generator out of the
 # # <!-- section 4: GPTQ (helper B) -->
 
 # %% [markdown]
-# # <!-- section 5: Triton W4A16 kernel (helper C) -->
+# ## 5. A Triton W4A16 kernel
+# ### 5. Triton W4A16 内核
+#
+# The sections so far made the weights small; none made the model fast. `Int4Linear`
+# dequantizes its whole weight and then multiplies: it reads the 4-bit codes, writes a
+# full-precision matrix, and reads that matrix back for the matmul, more bytes than the
+# full-precision layer it replaced. The speed-up exists only in a kernel that never writes
+# the dequantized weight: it loads packed bytes, unpacks and scales them in registers, and
+# multiplies at once. This section writes that kernel in Triton.
+#
+# **Why 4 bits help at batch 1: bytes per token.** A decode step at batch 1 multiplies one
+# row of activations by every weight matrix: 2 FLOP per weight. With FP16 weights that is
+# 1 FLOP per byte read, against the ~295 FLOP per byte at which an H100 stops being bound
+# by memory [@nvidia-h100-datasheet]. The step's time is its weight bytes divided by the
+# memory bandwidth; the arithmetic is free. INT4 with one FP16 scale per group of 128
+# weights is $4 + 16/128 = 4.125$ bits per weight, $16 / 4.125 = 3.87\times$ fewer bytes
+# than FP16: the ideal speed-up. Marlin's FP16×INT4 kernel stays near that ideal up to
+# batch 16–32, where earlier INT4 kernels were near it only at batch 1–2
+# [@frantar2024-marlin]. The ideal is not automatic: gpt-fast's INT4 Llama-2-7B decodes at
+# 196.8 tokens/s on an A100 against 104.9 in BF16 [@gpt-fast], 1.9× where the bytes allow
+# more than 3×; its bandwidth column puts INT4 at 863 GB/s, about 42 % of the A100's
+# 2,039 GB/s [@patel2024-splitwise], while BF16 reaches 1,397 GB/s. The difference is
+# dequantization: work on every weight that the memory system waits for when the kernel
+# does not hide it.
+#
+# **Why Hopper runs INT4 at about FP8 speed.** Hopper's tensor cores multiply FP16/BF16
+# (989 TFLOPS dense on an H100 SXM) and FP8 (1,979) [@nvidia-h100-datasheet], and none
+# multiplies INT4: a W4A16 kernel unpacks each weight to BF16 and uses the BF16 tensor
+# cores [@lmsys2026-int4-qat]. At small batch it wins on bytes, half of FP8's. As the batch
+# grows the matmul turns compute-bound, and there W4A16 runs at the BF16 rate, half the FP8
+# rate. The slime/SGLang team accordingly places its INT4 rollouts in the FP8 speed tier
+# [@lmsys2026-int4-qat]: on Hopper INT4 buys memory (a ~1T-parameter model on one 8-GPU
+# node) more than speed.
+#
+# **The kernel.** Section 1's layout: `packed` (N, K/2) uint8, byte $j$ of a row holding
+# input column $2j$ in its low nibble and $2j+1$ in its high nibble; `scales` and `zeros`
+# (N, K/g), one per group of $g$ consecutive input columns of a row. One program computes
+# a tile of `BLOCK_N` outputs for `BLOCK_M` rows of x over a range of K, `BLOCK_K` columns
+# per step:
+#
+# 1. Load `BLOCK_N × BLOCK_K/2` bytes and split them: `byte & 0xF` are the codes of the
+#    even columns, `byte >> 4` those of the odd ones. Load the even and the odd columns of x
+#    to meet them; nothing is interleaved.
+# 2. Keep the zero and the scale out of the inner product. Inside one group
+#
+# $$\sum_k x_k\,(c_k - z)\,s \;=\; s\Big(\sum_k x_k c_k \;-\; z \sum_k x_k\Big),$$
+#
+#    so the codes enter the product as they are (0–15 are exact in FP16 and BF16), and the
+#    zero and the scale cost one multiply-add per output per group. A step of `BLOCK_K`
+#    columns that divides $g$ never straddles two groups.
+# 3. At batch 1 the product is a matrix-vector product: multiply and sum on the CUDA
+#    cores. For a batch of rows, `tl.dot` on the tensor cores (16 rows at least, padded).
+# 4. **Split K for decode.** A 4096 × 14336 weight at batch 1 has 4096 outputs, 64 tiles
+#    of 64 for the 132 SMs of an H100 [@nvidia-h100-datasheet]: half the chip would idle
+#    while each program streams 64 rows of 7 KB alone. Cut K into parts until there are
+#    about four programs per SM; each writes an FP32 partial sum, and a sum over the parts
+#    (a few hundred KB against ~30 MB of weights) finishes. It is chapter 5's split-KV
+#    move, applied to the reduction axis of a matmul.
+#
+# **Exercise 5 · 练习5.** Write `w4a16_kernel` and its launcher
+# `w4a16_matmul(x, packed, scales, zeros, group_size)`: x (M, K) float32, float16 or
+# bfloat16; out (M, N) in x's dtype, equal to
+# `x @ dequantize_int4(unpack_int4(packed), scales, zeros, group_size).T` up to rounding.
+# Scales come in any float dtype, zeros in any float dtype or uint8. The tests use group
+# sizes 32, 64 and 128, N that is no multiple of a tile, and M from 1 to 17. As in
+# chapter 5, the launcher refuses to launch a kernel that still holds its stub (a `raise`
+# inside `@triton.jit` is a compile error on a GPU), and without a GPU everything runs in
+# Triton's interpreter (`TRITON_INTERPRET=1`, set by the setup cell), where bfloat16 must
+# be computed in float32 (NumPy has no bfloat16, and the interpreter's `tl.dot` gets it
+# wrong). On a GPU the grader also times your kernel at batch 1 on the 4096 × 14336 weight
+# against the reference kernel in the same run.
+
+# %% nbgrader={"grade": false, "grade_id": "w4a16_triton_solution", "locked": false, "schema_version": 3, "solution": true}
+def is_stub(kernel) -> bool:
+    """True while a @triton.jit kernel's body is still the exercise's `raise NotImplementedError()`."""
+    return "NotImplementedError" in kernel.fn.__code__.co_names
+
+
+@triton.jit
+def w4a16_kernel(
+        x_ptr, packed_ptr, scales_ptr, zeros_ptr, partial_ptr,  # x (M, K); packed (N, K // 2); scales, zeros (N, K // g); partial (SPLIT_K, M, N) fp32
+        M, N, K, group_size, k_per_split,
+        stride_xm, stride_pn, stride_sn, stride_zn,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """One program: rows [program_id(2) * BLOCK_M, +BLOCK_M) of x, outputs (rows of W)
+    [program_id(0) * BLOCK_N, +BLOCK_N), input columns [program_id(1) * k_per_split,
+    +k_per_split). Writes x[rows, those columns] @ dequant(W)[outputs, those columns].T in
+    float32 to partial[program_id(1), rows, outputs]. BLOCK_K divides group_size, and
+    k_per_split is a multiple of BLOCK_K: a step of BLOCK_K columns lies in one group."""
+    ### BEGIN SOLUTION
+    pid_n, pid_k, pid_m = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # (BLOCK_M,) rows of x and of the output
+    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,) outputs = rows of W
+    pairs = tl.arange(0, BLOCK_K // 2)  # byte j of a step: input columns 2j (low nibble), 2j + 1 (high)
+    row_ok, col_ok = rows < M, cols < N
+    x_rows = x_ptr + rows.to(tl.int64)[:, None] * stride_xm  # (BLOCK_M, 1)
+    w_rows = packed_ptr + cols.to(tl.int64)[:, None] * stride_pn  # (BLOCK_N, 1)
+
+    acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    k_start = pid_k * k_per_split
+    for k in range(k_start, tl.minimum(k_start + k_per_split, K), BLOCK_K):
+        x_even = tl.load(x_rows + k + 2 * pairs[None, :], mask=row_ok[:, None], other=0.0)  # (BLOCK_M, BLOCK_K // 2)
+        x_odd = tl.load(x_rows + k + 2 * pairs[None, :] + 1, mask=row_ok[:, None], other=0.0)
+        byte = tl.load(w_rows + k // 2 + pairs[None, :], mask=col_ok[:, None], other=0)  # (BLOCK_N, BLOCK_K // 2) uint8
+        # Inside one group sum_k x_k (c_k - z) s = s * (sum_k x_k c_k - z * sum_k x_k):
+        # the codes c enter the product as they are; the zero and the scale come once per group.
+        if BLOCK_M == 1:  # decode: a matrix-vector product, on the CUDA cores
+            low = (byte & 0xF).to(tl.float32)  # codes of the even columns
+            high = (byte >> 4).to(tl.float32)  # codes of the odd columns
+            dot = tl.sum(low * x_even.to(tl.float32) + high * x_odd.to(tl.float32), axis=1)[None, :]
+        else:  # a batch of rows: tensor cores; the codes 0..15 are exact in fp16 and bf16
+            low = (byte & 0xF).to(x_even.dtype)
+            high = (byte >> 4).to(x_even.dtype)
+            dot = tl.dot(x_even, tl.trans(low), input_precision="ieee") + \
+                tl.dot(x_odd, tl.trans(high), input_precision="ieee")  # (BLOCK_M, BLOCK_N) fp32
+        x_sum = tl.sum(x_even.to(tl.float32) + x_odd.to(tl.float32), axis=1)  # (BLOCK_M,)
+        group = k // group_size
+        scale = tl.load(scales_ptr + cols * stride_sn + group, mask=col_ok, other=0.0).to(tl.float32)
+        zero = tl.load(zeros_ptr + cols * stride_zn + group, mask=col_ok, other=0).to(tl.float32)
+        acc += (dot - x_sum[:, None] * zero[None, :]) * scale[None, :]
+
+    tl.store(partial_ptr + pid_k * M * N + rows[:, None] * N + cols[None, :], acc,
+             mask=row_ok[:, None] & col_ok[None, :])
+    ### END SOLUTION
+
+
+def w4a16_matmul(x, packed, scales, zeros, group_size, *, block_n=None, block_k=None, split_k=None,
+                 num_warps=4):
+    """x @ dequantize_int4(unpack_int4(packed), scales, zeros, group_size).T, fused.
+
+    x: (M, K) float32, float16 or bfloat16. packed: uint8 (N, K // 2), input column 2j in
+    the low nibble. scales, zeros: (N, K // group_size), any float dtype (zeros also uint8).
+    Returns (M, N) in x's dtype. The keyword arguments are tuning knobs; the grader never
+    passes them."""
+    if is_stub(w4a16_kernel):  # inside @triton.jit a `raise` is a GPU compile error: say it here
+        raise NotImplementedError("w4a16_kernel is still the stub: write it first (exercise 5)")
+    ### BEGIN SOLUTION
+    M, K = x.shape
+    N = packed.shape[0]
+    if packed.dtype != torch.uint8 or packed.shape[1] * 2 != K:
+        raise ValueError(f"packed must be uint8 (N, K // 2) = (N, {K // 2}), got {packed.dtype} {tuple(packed.shape)}")
+    if group_size % 32 or K % group_size or scales.shape != (N, K // group_size) or zeros.shape != scales.shape:
+        raise ValueError(f"need a group_size that is a multiple of 32 and divides K = {K}, and scales and zeros "
+                         f"of shape (N, K // group_size) = ({N}, {K // group_size}); got group_size {group_size}, "
+                         f"{tuple(scales.shape)} and {tuple(zeros.shape)}")
+    out_dtype = x.dtype
+    if not x.is_cuda and x.dtype == torch.bfloat16:
+        x = x.float()  # Triton's CPU interpreter multiplies bf16 in tl.dot as raw bits: fp32 there
+    x, packed, scales, zeros = x.contiguous(), packed.contiguous(), scales.contiguous(), zeros.contiguous()
+    # Tiles, from first principles (measure them with `make gpu-check`). A step reads
+    # block_n * block_k / 2 bytes of codes: 4 KiB at 64 x 128. At batch 1 the kernel is a
+    # stream of weight bytes, so what matters is enough programs in flight on every SM.
+    block_m = 1 if M == 1 else 16 if M <= 16 else 32  # 16: the fewest rows tl.dot takes
+    block_k = block_k or min(group_size & -group_size, 128)  # a power of two that divides group_size
+    block_n = block_n or (64 if M <= 16 else 128)
+    grid_n, grid_m = triton.cdiv(N, block_n), triton.cdiv(M, block_m)
+    if split_k is None:  # split K until about 4 programs per SM, each part >= 8 steps long
+        sms = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 4
+        split_k = 1
+        while grid_n * grid_m * split_k < 4 * sms and K // (2 * split_k) >= 8 * block_k:
+            split_k *= 2
+    k_per_split = triton.cdiv(triton.cdiv(K, split_k), block_k) * block_k  # whole steps
+    split_k = triton.cdiv(K, k_per_split)
+    partial = torch.empty(split_k, M, N, dtype=torch.float32, device=x.device)
+    w4a16_kernel[(grid_n, split_k, grid_m)](
+        x, packed, scales, zeros, partial, M, N, K, group_size, k_per_split,
+        x.stride(0), packed.stride(0), scales.stride(0), zeros.stride(0),
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=num_warps)
+    return (partial[0] if split_k == 1 else partial.sum(0)).to(out_dtype)
+    ### END SOLUTION
+
+# %% nbgrader={"grade": true, "grade_id": "w4a16_triton", "locked": true, "points": 4, "schema_version": 3, "solution": false}
+def dequantize_then_matmul(x, packed, scales, zeros, group_size):
+    """The oracle, in PyTorch: unpack (column 2j low nibble), dequantize, then multiply."""
+    codes = torch.stack([packed & 0xF, packed >> 4], dim=-1).flatten(1).float()  # (N, K)
+    grouped = codes.unflatten(1, (-1, group_size))  # (N, K // group_size, group_size)
+    weight = ((grouped - zeros.float()[..., None]) * scales.float()[..., None]).flatten(1)  # (N, K)
+    return x.float() @ weight.T  # (M, N) float32
+
+
+def random_int4_layer(n_out, n_in, group_size, generator, zeros_dtype=torch.float16, device="cpu"):
+    """Random codes packed two per byte, FP16 scales and zeros 0..15: a layer to test with."""
+    codes = torch.randint(0, 16, (n_out, n_in), dtype=torch.uint8, generator=generator)
+    packed = codes[:, 0::2] | (codes[:, 1::2] << 4)
+    scales = (0.01 + 0.02 * torch.rand(n_out, n_in // group_size, generator=generator)).half()
+    zeros = torch.randint(0, 16, (n_out, n_in // group_size), generator=generator).to(zeros_dtype)
+    return packed.to(device), scales.to(device), zeros.to(device)
+
+
+_gen = torch.Generator().manual_seed(75)
+for _m, _n, _k, _g, _dtype, _tol in ((1, 40, 256, 64, torch.float32, 1e-5), (3, 24, 128, 32, torch.float32, 1e-5),
+                                     (1, 16, 256, 128, torch.float16, 2e-3), (5, 20, 256, 128, torch.float16, 2e-3)):
+    _layer5 = random_int4_layer(_n, _k, _g, _gen)
+    _x5 = torch.randn(_m, _k, generator=_gen).to(_dtype)
+    _out5 = w4a16_matmul(_x5.to(DEVICE), *_layer5, _g) if DEVICE == "cpu" else \
+        w4a16_matmul(_x5.to(DEVICE), *(t.to(DEVICE) for t in _layer5), _g)
+    assert _out5.shape == (_m, _n) and _out5.dtype == _dtype, \
+        f"expected ({_m}, {_n}) {_dtype}, got {tuple(_out5.shape)} {_out5.dtype}"
+    _want5 = dequantize_then_matmul(_x5, *_layer5, _g)
+    _err5 = ((_out5.cpu().float() - _want5).abs().max() / _want5.abs().max()).item()
+    assert _err5 < _tol, (
+        f"M={_m}, N={_n}, K={_k}, group {_g}, {_dtype}: {_err5:.1e} relative error against dequantize-then-"
+        f"matmul. Check the nibble order (column 2j is the LOW nibble), the group of each column "
+        f"(k // group_size) and the zero point")
+print("Visible checks passed.")
+### BEGIN HIDDEN TESTS
+from grader import grade; grade("ch07_quantization/w4a16_triton")
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ### What the interpreter can tell you, and what it cannot · 解释器能告诉你什么、不能告诉你什么
+#
+# `TRITON_INTERPRET=1` runs every program of the grid as NumPy code on the CPU. It is the
+# same kernel source, so it checks what the kernel computes: the index arithmetic, the
+# nibble order, which group a column belongs to, the masks at the edges of N and M, the
+# partial sums of split-K. It says nothing about speed (each program is a loop of NumPy
+# calls, orders of magnitude slower than the GPU) and little about what only the compiler
+# sees: registers and shared memory per program, whether a `tl.dot` shape is legal on the
+# target, bfloat16 arithmetic. For those the course compiles the reference kernel ahead
+# of time for sm_80 and sm_90 without a GPU (a row of `make gpu-check` that runs
+# anywhere), and measures it where a GPU is present.
+#
+# What the CPU can measure is this section's first paragraph. The cell below counts the
+# bytes of a Llama-3.1-8B MLP down projection (4096 outputs, 14336 inputs
+# [@meta2024-llama3]) in each format, then times, at batch 1 on this machine, the
+# full-precision matmul against dequantize-then-matmul in PyTorch: the path `Int4Linear`
+# takes without a fused kernel. On a GPU it times FP16, the same PyTorch path and your
+# kernel, and prints the bytes each reads per second as a fraction of the copy bandwidth
+# that `llmopt.device.calibrate()` measures. The goal set for the reference kernel there:
+# at least 60 % of that bandwidth and 2.5× the FP16 matmul (Marlin-class kernels reach
+# near 3.87× [@frantar2024-marlin]).
+
+# %%
+import time
+
+
+def w4a16_bytes(n_out, n_in, group_size=128, zero_bytes=2):
+    """Bytes a W4A16 weight occupies (and a batch-1 matmul reads): packed codes, FP16
+    scales, zeros of `zero_bytes` bytes each (0: a symmetric format that stores none)."""
+    return n_out * n_in // 2 + n_out * (n_in // group_size) * (2 + zero_bytes)
+
+
+def bytes_table(n_out=4096, n_in=14336, group_size=128):
+    fp16 = 2 * n_out * n_in
+    print(f"weight ({n_out} x {n_in}), group {group_size}: FP16 {fp16 / 1e6:.1f} MB")
+    for label, zero_bytes in (("INT4, FP16 scales, no zeros (symmetric)", 0),
+                              ("INT4, FP16 scales, uint8 zeros", 1), ("INT4, FP16 scales, FP16 zeros", 2)):
+        size = w4a16_bytes(n_out, n_in, group_size, zero_bytes)
+        print(f"  {label:<42} {size / 1e6:5.1f} MB, {8 * size / (n_out * n_in):.3f} bits/weight, "
+              f"{fp16 / size:.2f}x fewer bytes than FP16")
+
+
+def median_time(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def w4a16_speed_cpu(n_out, n_in, group_size=128, repeats=5):
+    """Batch 1 on this CPU: full-precision x @ W.T against dequantize-then-matmul."""
+    gen = torch.Generator().manual_seed(76)
+    packed, scales, zeros = random_int4_layer(n_out, n_in, group_size, gen)  # speed does not depend on the values
+    weight = torch.randn(n_out, n_in, generator=gen)  # the float32 layer it would replace
+    x = torch.randn(1, n_in, generator=gen)
+    dense = median_time(lambda: x @ weight.T, repeats)
+    unfused = median_time(lambda: dequantize_then_matmul(x, packed, scales, zeros, group_size), repeats)
+    stored = w4a16_bytes(n_out, n_in, group_size)
+    print(f"CPU, batch 1, ({n_out} x {n_in}): float32 matmul {1e3 * dense:.1f} ms; dequantize-then-matmul "
+          f"{1e3 * unfused:.1f} ms ({unfused / dense:.1f}x the float32 time), though its weight stores "
+          f"{4 * n_out * n_in / stored:.1f}x fewer bytes")
+
+
+def w4a16_speed_gpu(n_out=4096, n_in=14336, group_size=128):
+    """Batch 1 on the GPU: FP16 matmul, dequantize-then-matmul and the Triton kernel; bytes of
+    weights read per second as a fraction of the calibrated copy bandwidth."""
+    from llmopt.device import calibrate
+
+    gen = torch.Generator().manual_seed(76)
+    packed, scales, zeros = random_int4_layer(n_out, n_in, group_size, gen, device="cuda")
+    weight = torch.randn(n_out, n_in, device="cuda", dtype=torch.float16) / n_in ** 0.5
+    x = torch.randn(1, n_in, device="cuda", dtype=torch.float16)
+    copy = calibrate("cuda").copy_bytes_per_s
+    contenders = {  # name: (call, bytes of weights it must read)
+        "FP16 matmul": (lambda: x @ weight.T, 2 * n_out * n_in),
+        "dequantize-then-matmul": (lambda: dequantize_then_matmul(x, packed, scales, zeros, group_size),
+                                   w4a16_bytes(n_out, n_in, group_size)),
+        "Triton W4A16 kernel": (lambda: w4a16_matmul(x, packed, scales, zeros, group_size),
+                                w4a16_bytes(n_out, n_in, group_size)),
+    }
+    seconds = {name: triton.testing.do_bench(call, return_mode="median") / 1e3  # device synchronised
+               for name, (call, _) in contenders.items()}
+    print(f"{torch.cuda.get_device_name()}, batch 1, ({n_out} x {n_in}), group {group_size}, "
+          f"copy bandwidth {copy / 1e9:.0f} GB/s")
+    for name, (_, size) in contenders.items():
+        rate = size / seconds[name]
+        print(f"  {name:<24} {1e6 * seconds[name]:7.1f} us  {rate / 1e9:6.0f} GB/s = {rate / copy:4.0%} of copy  "
+              f"{seconds['FP16 matmul'] / seconds[name]:4.2f}x the FP16 speed")
+
+
+bytes_table()
+if torch.cuda.is_available():
+    w4a16_speed_gpu()
+else:
+    w4a16_speed_cpu(*((1024, 3584) if SMALL else (4096, 14336)))
+    print("no GPU here: the Triton kernel runs in the interpreter, where its time means nothing")
+
+# %% [markdown]
+# ### A second opinion: torchao · 与 torchao 对照
+#
+# A quantizer written from a formula can agree with itself and still be wrong, so compare
+# it with a library that does the same thing. PyTorch's `torchao` has the primitives:
+# `choose_qparams_affine`, `quantize_affine` and `dequantize_affine`, with a block size of
+# (1, group_size) for groups along the input dimension. Symmetric INT4 in [−7, 7] is
+# `MappingType.SYMMETRIC` with `quant_min=-7, quant_max=7` (scale = absmax / 7, no zero
+# point); the asymmetric format with zero-points is `MappingType.ASYMMETRIC` on [0, 15].
+# The cell below quantizes every block linear of the course model both ways, with your
+# `quantize_int4` and with torchao, and prints how many codes differ and the largest gap
+# between the dequantized weights. Two details of torchao explain any difference you see:
+# it multiplies by $1/s$ where a formula divides by $s$ (a value exactly between two codes
+# can round either way), and its asymmetric range always contains 0 (it widens
+# $[\min, \max]$ to include it). Its default INT4 layer for GPUs (the "tinygemm" layout) is
+# another format again: a floating-point zero, $w \approx (c - 8)\,s + z$, so that
+# zero need not be a code.
+#
+# `torchao` is not among the course's pinned requirements. Its wheel (a few MB, no
+# dependency beside torch) installs against the course's torch from PyPI
+# (`pip install torchao`); its compiled GPU extensions fail to load on a CPU-only machine
+# with a warning, and the quantization primitives, plain PyTorch, run. Where it is not
+# installed the cell says so and skips. (`optimum-quanto` is the other candidate; it
+# needs a C++ build toolchain, `ninja`, at import, which the course image does not
+# ship.)
+
+# %%
+def torchao_differential(weights, group_size=128):
+    """Codes and dequantized weights of quantize_int4 against torchao's, per format."""
+    from torchao.quantization.quant_primitives import (MappingType, choose_qparams_affine,
+                                                       dequantize_affine, quantize_affine)
+
+    block = (1, group_size)
+    formats = {"symmetric [-7, 7]": (True, MappingType.SYMMETRIC, torch.int8, -7, 7),
+               "asymmetric [0, 15]": (False, MappingType.ASYMMETRIC, torch.uint8, 0, 15)}
+    for label, (symmetric, mapping, dtype, low, high) in formats.items():
+        codes_differ = total = 0
+        gap = 0.0
+        for w in weights:
+            codes, scales, zeros = quantize_int4(w, group_size=group_size, symmetric=symmetric)
+            ours = dequantize_int4(codes, scales, zeros, group_size)
+            scale, zero = choose_qparams_affine(w, mapping, block, dtype, quant_min=low, quant_max=high,
+                                                scale_dtype=torch.float32, zero_point_dtype=torch.int32)
+            theirs_q = quantize_affine(w, block, scale, zero, dtype, quant_min=low, quant_max=high)
+            theirs = dequantize_affine(theirs_q, block, scale, zero, dtype, quant_min=low, quant_max=high,
+                                       output_dtype=torch.float32)
+            shift = 8 if symmetric else 0  # torchao keeps symmetric codes signed; ours are stored + 8
+            codes_differ += int((codes.int() != theirs_q.int() + shift).sum())
+            total += codes.numel()
+            gap = max(gap, (ours - theirs).abs().max().item())
+        print(f"{label:<19} group {group_size}: {codes_differ} of {total} codes differ; largest gap "
+              f"between dequantized weights {gap:.2e}")
+
+
+def block_linears(engine_weights):
+    """Every block linear of an engine's weights as an (out, in) float32 matrix."""
+    found = []
+    engine_weights.map_linears(lambda name, w: found.append(w) or w)
+    return found
+
+
+try:
+    import logging
+
+    logging.disable(logging.WARNING)  # torchao's GPU extensions cannot load here: say nothing of it
+    import torchao  # noqa: F401
+except ImportError:
+    torchao = None
+finally:
+    logging.disable(logging.NOTSET)
+if torchao is None:
+    print("torchao is not installed here (it is not in the course's pinned requirements): "
+          "`pip install torchao` and rerun this cell to compare")
+else:
+    from llmopt.models import load_model
+
+    torchao_differential(block_linears(Engine.from_model(load_model("course-lm")).weights))
 
 # %% [markdown]
 # # <!-- section 6: INT4 QAT (helper B) -->
