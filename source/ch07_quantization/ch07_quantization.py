@@ -796,12 +796,12 @@ def median_time(fn, repeats):
 def w4a16_speed_cpu(n_out, n_in, group_size=128, repeats=5):
     """Batch 1 on this CPU: full-precision x @ W.T against dequantize-then-matmul."""
     gen = torch.Generator().manual_seed(76)
-    packed, scales, zeros = random_int4_layer(n_out, n_in, group_size, gen)  # speed does not depend on the values
+    packed, scales, zeros = random_int4_layer(n_out, n_in, group_size, gen, torch.uint8)  # values do not matter to speed
     weight = torch.randn(n_out, n_in, generator=gen)  # the float32 layer it would replace
     x = torch.randn(1, n_in, generator=gen)
     dense = median_time(lambda: x @ weight.T, repeats)
     unfused = median_time(lambda: dequantize_then_matmul(x, packed, scales, zeros, group_size), repeats)
-    stored = w4a16_bytes(n_out, n_in, group_size)
+    stored = w4a16_bytes(n_out, n_in, group_size, zero_bytes=1)
     print(f"CPU, batch 1, ({n_out} x {n_in}): float32 matmul {1e3 * dense:.1f} ms; dequantize-then-matmul "
           f"{1e3 * unfused:.1f} ms ({unfused / dense:.1f}x the float32 time), though its weight stores "
           f"{4 * n_out * n_in / stored:.1f}x fewer bytes")
@@ -813,16 +813,16 @@ def w4a16_speed_gpu(n_out=4096, n_in=14336, group_size=128):
     from llmopt.device import calibrate
 
     gen = torch.Generator().manual_seed(76)
-    packed, scales, zeros = random_int4_layer(n_out, n_in, group_size, gen, device="cuda")
+    packed, scales, zeros = random_int4_layer(n_out, n_in, group_size, gen, torch.uint8, "cuda")  # Int4Linear's dtypes
     weight = torch.randn(n_out, n_in, device="cuda", dtype=torch.float16) / n_in ** 0.5
     x = torch.randn(1, n_in, device="cuda", dtype=torch.float16)
     copy = calibrate("cuda").copy_bytes_per_s
     contenders = {  # name: (call, bytes of weights it must read)
         "FP16 matmul": (lambda: x @ weight.T, 2 * n_out * n_in),
         "dequantize-then-matmul": (lambda: dequantize_then_matmul(x, packed, scales, zeros, group_size),
-                                   w4a16_bytes(n_out, n_in, group_size)),
+                                   w4a16_bytes(n_out, n_in, group_size, zero_bytes=1)),
         "Triton W4A16 kernel": (lambda: w4a16_matmul(x, packed, scales, zeros, group_size),
-                                w4a16_bytes(n_out, n_in, group_size)),
+                                w4a16_bytes(n_out, n_in, group_size, zero_bytes=1)),
     }
     seconds = {name: triton.testing.do_bench(call, return_mode="median") / 1e3  # device synchronised
                for name, (call, _) in contenders.items()}
@@ -902,22 +902,13 @@ def block_linears(engine_weights):
     return found
 
 
-try:
-    import logging
+import importlib.util
 
-    logging.disable(logging.WARNING)  # torchao's GPU extensions cannot load here: say nothing of it
-    import torchao  # noqa: F401
-except ImportError:
-    torchao = None
-finally:
-    logging.disable(logging.NOTSET)
-if torchao is None:
+if importlib.util.find_spec("torchao") is None:
     print("torchao is not installed here (it is not in the course's pinned requirements): "
           "`pip install torchao` and rerun this cell to compare")
 else:
-    from llmopt.models import load_model
-
-    torchao_differential(block_linears(Engine.from_model(load_model("course-lm")).weights))
+    torchao_differential(block_linears(engine.weights))  # the course model of section 2
 
 # %% [markdown]
 # # <!-- section 6: INT4 QAT (helper B) -->
