@@ -22,7 +22,14 @@ card and the date in VALIDATION.md. What it checks:
 8. the engine's CUDA-graph decode path (`llmopt.engine.CudaGraphDecoder`): tokens equal to
    eager decoding on the course model, and decode tokens/s eager vs graph for the course
    model (fp32, batch 1) and a Llama-3.1-8B-shaped random-weight model (bf16, batch
-   1/16/64, context 1,024).
+   1/16/64, context 1,024);
+9. chapter 7's hidden suites on the reference (the W4A16 kernel's speed test included);
+10. chapter 7's reference W4A16 kernel compiled ahead of time for sm_80 and sm_90 (runs
+   without a GPU), then at batch 1 on a Llama-3.1-8B-shaped (4096 x 14336) weight, group
+   128, fp16: the packed weights' bytes read per second as a fraction of the calibrated copy
+   bandwidth (goal >= 60 %) and the speed-up over the FP16 matmul (goal >= 2.5x), batch 16
+   beside it, and a sweep of the kernel's knobs at batch 1;
+11. chapter 7's GPU-only negative controls (controls/gpu_only/) score less than full marks.
 """
 
 from __future__ import annotations
@@ -104,8 +111,8 @@ def check_calibration() -> str:
     return f"{torch.cuda.get_device_name()}: copy {c.copy_bytes_per_s / 1e9:.0f} GB/s; {c}"
 
 
-def check_chapter5_suites() -> str:
-    source = ROOT / "source" / "ch05_kv_cache" / "ch05_kv_cache.ipynb"
+def _chapter_suites(chapter: str) -> str:
+    source = ROOT / "source" / chapter / f"{chapter}.ipynb"
     run = subprocess.run([sys.executable, "-m", "grader", "check", str(source)], cwd=ROOT,
                          capture_output=True, text=True, timeout=1800)
     summary = run.stdout.strip().splitlines()[-1] if run.stdout.strip() else run.stderr[-500:]
@@ -113,23 +120,41 @@ def check_chapter5_suites() -> str:
     return summary
 
 
-def _chapter5_reference() -> dict:
-    """The setup, PyTorch and Triton paged-attention cells of chapter 5's reference notebook,
-    run here (trusted code). @triton.jit reads its function's source: cells go in linecache."""
+def check_chapter5_suites() -> str:
+    return _chapter_suites("ch05_kv_cache")
+
+
+def check_chapter7_suites() -> str:
+    return _chapter_suites("ch07_quantization")
+
+
+def _reference_cells(chapter: str, cells: tuple[str, ...]) -> dict:
+    """The named cells (setup, solutions) of a chapter's reference notebook, run here (trusted
+    code). @triton.jit reads its function's source: cells go in linecache."""
     import linecache
 
     import nbformat
 
     from grader.notebook import student_cells
 
-    nb = nbformat.read(ROOT / "source" / "ch05_kv_cache" / "ch05_kv_cache.ipynb", as_version=4)
-    namespace: dict = {"__name__": "ch05_reference"}
+    nb = nbformat.read(ROOT / "source" / chapter / f"{chapter}.ipynb", as_version=4)
+    namespace: dict = {"__name__": f"{chapter}_reference"}
     for cell in student_cells(nb):
-        if cell["name"] in (repr("setup"), repr("paged_attention_solution"), repr("paged_attention_triton_solution")):
-            filename = f"<ch05 reference, cell {cell['name']}>"
+        if cell["name"] in [repr(name) for name in cells]:
+            filename = f"<{chapter} reference, cell {cell['name']}>"
             linecache.cache[filename] = (len(cell["source"]), None, cell["source"].splitlines(True), filename)
             exec(compile(cell["source"], filename, "exec"), namespace)
     return namespace
+
+
+def _chapter5_reference() -> dict:
+    """The setup, PyTorch and Triton paged-attention cells of chapter 5's reference notebook."""
+    return _reference_cells("ch05_kv_cache", ("setup", "paged_attention_solution", "paged_attention_triton_solution"))
+
+
+def _chapter7_reference() -> dict:
+    """The setup and W4A16 kernel cells of chapter 7's reference notebook."""
+    return _reference_cells("ch07_quantization", ("setup", "w4a16_triton_solution"))
 
 
 def check_triton_paged_attention_bandwidth(goal: float = 0.70) -> str:
@@ -222,14 +247,13 @@ def check_triton_kernels_compile() -> str:
     return f"{compiled} kernel variants compiled (fp16/bf16/fp32, head_dim 32-128, sm_80 and sm_90)"
 
 
-def check_chapter5_gpu_only_controls() -> str:
+def _gpu_only_controls(chapter: str) -> str:
     import nbformat
 
     from grader.demo import with_code
     from grader.judge import run_suites
     from grader.notebook import student_cells
 
-    chapter = "ch05_kv_cache"
     nb = nbformat.read(ROOT / "source" / chapter / f"{chapter}.ipynb", as_version=4)
     scores = []
     for path in sorted((ROOT / "grader" / "suites" / chapter / "controls" / "gpu_only").glob("*.py")):
@@ -242,6 +266,119 @@ def check_chapter5_gpu_only_controls() -> str:
         scores.append(f"{path.stem} {earned:g}/{available:g}")
         assert earned < available, f"control {path.stem} got full marks: {'; '.join(scores)}"
     return "; ".join(scores)
+
+
+def check_w4a16_kernel_compiles() -> str:
+    """Needs no GPU: chapter 7's launcher runs on CPU tensors with its kernel replaced by a
+    recorder, and each recorded launch (batch 1, 8 and 32; fp16, bf16 and fp32 activations;
+    group 32 and 128) is compiled ahead of time for sm_80 and sm_90, as for chapter 5."""
+    import inspect
+    import os
+
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    from triton.compiler import compile as compile_kernel
+    from triton.runtime.jit import JITFunction
+
+    interpret = os.environ.get("TRITON_INTERPRET")
+    os.environ["TRITON_INTERPRET"] = "0"  # compile, not interpret (the setup cell sets it on a CPU)
+    try:
+        ref = _chapter7_reference()
+    finally:
+        if interpret is None:
+            os.environ.pop("TRITON_INTERPRET")
+        else:
+            os.environ["TRITON_INTERPRET"] = interpret
+    kernel = JITFunction(ref["w4a16_kernel"].fn)
+    launches = []
+
+    class Recorder:  # kernel[grid](*args, **kwargs) records the launch instead of running it
+        fn = kernel.fn
+
+        def __getitem__(self, grid):
+            return lambda *args, **kwargs: launches.append((args, kwargs))
+
+    ref["w4a16_kernel"] = Recorder()
+    pointer = {torch.float16: "*fp16", torch.bfloat16: "*bf16", torch.float32: "*fp32", torch.uint8: "*u8"}
+    for dtype, batch, group in ((torch.float16, 1, 128), (torch.float16, 8, 32), (torch.float16, 32, 128),
+                                (torch.float32, 1, 128), (torch.float32, 4, 64)):
+        n, k = 256, 4096
+        ref["w4a16_matmul"](torch.zeros(batch, k, dtype=dtype), torch.zeros(n, k // 2, dtype=torch.uint8),
+                            torch.zeros(n, k // group, dtype=torch.float16),
+                            torch.zeros(n, k // group, dtype=torch.uint8), group)
+    params = list(inspect.signature(kernel.fn).parameters)
+    compiled, notes = 0, []
+    for args, kwargs in launches:
+        constants = {k: v for k, v in kwargs.items() if k in params}
+        signature = {p: pointer[a.dtype] if isinstance(a, torch.Tensor) else "i32" for p, a in zip(params, args)}
+        signature.update({k: "constexpr" for k in constants})
+        # bfloat16 runs as float32 on the CPU (the interpreter's tl.dot): compile it from fp16's launches
+        for x_type in ("*fp16", "*bf16") if signature["x_ptr"] == "*fp16" else (signature["x_ptr"],):
+            for arch in (80, 90):
+                binary = compile_kernel(ASTSource(kernel, {**signature, "x_ptr": x_type}, constants),
+                                        target=GPUTarget("cuda", arch, 32),
+                                        options={"num_warps": kwargs.get("num_warps", 4)})
+                compiled += 1
+                if arch == 90:  # registers are known only where a driver loads the binary
+                    notes.append(f"{x_type[1:]} {constants['BLOCK_M']}x{constants['BLOCK_N']}x{constants['BLOCK_K']}: "
+                                 f"{binary.metadata.shared // 1024} KiB shared")
+    return f"{compiled} W4A16 kernel variants compiled (fp16/bf16/fp32, batch 1-32, sm_80 and sm_90); " + \
+        "; ".join(dict.fromkeys(notes))
+
+
+def check_w4a16_decode_bandwidth(bandwidth_goal: float = 0.60, speedup_goal: float = 2.5) -> str:
+    from triton.testing import do_bench
+
+    from llmopt.device import calibrate
+
+    ref = _chapter7_reference()
+    kernel = ref["w4a16_matmul"]
+    copy = calibrate("cuda").copy_bytes_per_s
+    n, k, group = 4096, 14336, 128  # a Llama-3.1-8B MLP down projection (out, in)
+    codes = torch.randint(0, 16, (n, k), dtype=torch.uint8, device="cuda")
+    packed = codes[:, 0::2] | (codes[:, 1::2] << 4)
+    scales = (0.005 + 0.03 * torch.rand(n, k // group, device="cuda")).half()
+    zeros = torch.randint(0, 16, (n, k // group), dtype=torch.uint8, device="cuda")  # Int4Linear's dtypes
+    weight = ((codes.view(n, -1, group).half() - zeros[..., None].half()) * scales[..., None]).view(n, k)
+    packed_bytes = n * k // 2 + n * (k // group) * (2 + 1)
+    del codes
+    notes, shortfalls = [], []
+    for batch in (1, 16):
+        for dtype in (torch.float16, torch.bfloat16):
+            x = torch.randn(batch, k, device="cuda", dtype=dtype)
+            want = x.float() @ weight.float().T
+            error = ((kernel(x, packed, scales, zeros, group).float() - want).abs().max() / want.abs().max()).item()
+            assert error < (2e-3 if dtype == torch.float16 else 1e-2), f"batch {batch} {dtype}: relative error {error:.1e}"
+        x = torch.randn(batch, k, device="cuda", dtype=torch.float16)
+        fp16_s = do_bench(lambda: x @ weight.T, return_mode="median") / 1e3  # L2 flushed between runs
+        kernel_s = do_bench(lambda: kernel(x, packed, scales, zeros, group), return_mode="median") / 1e3
+        fraction, speedup = packed_bytes / kernel_s / copy, fp16_s / kernel_s
+        notes.append(f"batch {batch}: kernel {1e6 * kernel_s:.1f} us = {fraction:.0%} of {copy / 1e9:.0f} GB/s copy, "
+                     f"{speedup:.2f}x the FP16 matmul ({1e6 * fp16_s:.1f} us, {2 * n * k / fp16_s / copy:.0%} of copy)")
+        if batch == 1:
+            if fraction < bandwidth_goal:
+                shortfalls.append(f"{fraction:.0%} of copy bandwidth")
+            if speedup < speedup_goal:
+                shortfalls.append(f"{speedup:.2f}x FP16")
+            sweep = {(block_n, split_k, warps): do_bench(lambda: kernel(
+                         x, packed, scales, zeros, group, block_n=block_n, split_k=split_k, num_warps=warps),
+                         return_mode="median") / 1e3
+                     for block_n in (16, 32, 64, 128) for split_k in (None, 2, 4, 8, 16) for warps in (2, 4, 8)}
+            best = min(sweep, key=sweep.get)
+            notes.append(f"best at batch 1: block_n={best[0]}, split_k={best[1]}, num_warps={best[2]}: "
+                         f"{packed_bytes / sweep[best] / copy:.0%} of copy, {fp16_s / sweep[best]:.2f}x FP16")
+    detail = "; ".join(notes)
+    assert not shortfalls, f"below the goals ({bandwidth_goal:.0%} of copy, {speedup_goal}x FP16) at batch 1: " \
+        f"{', '.join(shortfalls)}; {detail}"
+    return detail
+
+
+def check_chapter5_gpu_only_controls() -> str:
+    return _gpu_only_controls("ch05_kv_cache")
+
+
+def check_chapter7_gpu_only_controls() -> str:
+    return _gpu_only_controls("ch07_quantization")
 
 
 def check_cuda_graph_decode() -> str:
@@ -301,9 +438,13 @@ CHECKS = [
     ("chapter 5 Triton paged attention: >= 70 % of copy bandwidth at 8k", check_triton_paged_attention_bandwidth),
     ("chapter 5 GPU-only negative controls score less than full marks", check_chapter5_gpu_only_controls),
     ("engine CUDA-graph decode: tokens equal eager, tok/s eager vs graph", check_cuda_graph_decode),
+    ("chapter 7 hidden suites on the reference (W4A16 kernel speed included)", check_chapter7_suites),
+    ("chapter 7 W4A16 kernel compiles for sm_80/sm_90 (runs without a GPU)", check_w4a16_kernel_compiles),
+    ("chapter 7 W4A16 kernel, batch 1, 4096x14336: >= 60 % of copy, >= 2.5x FP16", check_w4a16_decode_bandwidth),
+    ("chapter 7 GPU-only negative controls score less than full marks", check_chapter7_gpu_only_controls),
 ]
 
-RUNS_WITHOUT_CUDA = {check_triton_kernels_compile}
+RUNS_WITHOUT_CUDA = {check_triton_kernels_compile, check_w4a16_kernel_compiles}
 
 
 def main() -> int:

@@ -550,11 +550,12 @@ plt.show()
 # weights is $4 + 16/128 = 4.125$ bits per weight, $16 / 4.125 = 3.87\times$ fewer bytes
 # than FP16: the ideal speed-up. Marlin's FP16×INT4 kernel stays near that ideal up to
 # batch 16–32, where earlier INT4 kernels were near it only at batch 1–2
-# [@frantar2024-marlin]. The ideal is not automatic: gpt-fast's INT4 Llama-2-7B decodes at
-# 196.8 tokens/s on an A100 against 104.9 in BF16 [@gpt-fast], 1.9× where the bytes allow
-# more than 3×; its bandwidth column puts INT4 at 863 GB/s, about 42 % of the A100's
-# 2,039 GB/s [@patel2024-splitwise], while BF16 reaches 1,397 GB/s. The difference is
-# dequantization: work on every weight that the memory system waits for when the kernel
+# [@frantar2024-marlin]. The ideal is not automatic: gpt-fast's INT4 Llama-2-7B (group 32)
+# decodes at 196.8 tokens/s on an A100 against 104.9 in BF16 [@gpt-fast], 1.9× where the
+# bytes promise 3.2× (a BF16 scale and zero per 32 weights make 5 bits per weight,
+# 16 / 5 = 3.2). Its README's bandwidth column says why: BF16 streams 1,397 GB/s, INT4
+# 863 GB/s, about 42 % of the A100's 2,039 GB/s [@patel2024-splitwise]. The difference is
+# dequantization, work on every weight that the memory system waits for when the kernel
 # does not hide it.
 #
 # **Why Hopper runs INT4 at about FP8 speed.** Hopper's tensor cores multiply FP16/BF16
