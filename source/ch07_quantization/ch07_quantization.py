@@ -517,13 +517,11 @@ plt.show()
 # The same experiment on Llama-2-7B (WikiText-2, g128): FP16 5.47, INT4 RTN 5.73, +0.26
 # perplexity [@lin2024-awq]. That is the gap sections 3, 4 and 6 close.
 #
-# **A differential check.** A library that already implements group-wise INT4
-# (torchao's `int4_weight_only`, optimum-quanto) should give the same numbers on the same
-# weights. Neither is part of this course's pinned environment
-# (`environment/requirements.txt`, torch 2.13 on CPU), so this notebook has nothing to
-# compare with; the check is left for an environment that has one. The hidden suite does
-# the next best thing: it dequantizes your codes with its own code and recomputes your
-# perplexity itself.
+# **A differential check.** A library that already implements group-wise INT4 should
+# give the same codes on the same weights: section 5 compares `quantize_int4` with
+# torchao's primitives on this model's weights where torchao is installed (it is not
+# among the pinned requirements). The hidden suite does not rely on any library: it
+# dequantizes your codes with its own code and measures the rebuilt model itself.
 
 # %% [markdown]
 # # <!-- section 3: AWQ (helper B) -->
@@ -919,6 +917,178 @@ else:
 # %% [markdown]
 # ## 7. Memory arithmetic and the decision tree
 # ### 7. 显存计算与方法决策树
+#
+# A serving GPU holds three things, and quantization touches each differently:
+#
+# - **Weights**: $N$ parameters at $b$ bits, plus one scale (and zero-point) per group:
+#   $N b / 8 + (N / g) \cdot (\text{scale bytes} + \text{zero bytes})$. A float16 scale per
+#   group of 128 adds 0.125 bit per weight, per group of 32 half a bit: "INT4" costs 4.125
+#   to 4.75 bits in practice. All of a mixture-of-experts model's experts must be resident,
+#   not only the active ones.
+# - **KV cache**: $2 \cdot L \cdot H_{kv} \cdot d \cdot (\text{tokens held}) \cdot$ bytes per
+#   element (chapter 5). Weight-only quantization leaves it alone; an FP8 KV cache halves it.
+# - **Activations**: what one forward pass keeps alive at once. Layers run one after
+#   another and free their temporaries, so the peak is one layer's largest tensors: the
+#   residual stream ($T \times D$) and the MLP's gate and up outputs ($2 \times T \times I$)
+#   for the $T$ tokens of the step (the batch when decoding, the chunk when prefilling).
+#   Small next to the other two, unless a prefill chunk is long.
+#
+# **Exercise 7 · 练习7 (part 1).** Write `serving_memory_gb` and `gpus_needed`.
+
+# %% nbgrader={"grade": false, "grade_id": "memory_solution", "locked": false, "schema_version": 3, "solution": true}
+def serving_memory_gb(n_params, bits_per_weight, group_size, n_layers, n_kv_heads, head_dim,
+                      kv_tokens, step_tokens, hidden_size, intermediate_size,
+                      kv_bytes_per_element=2, activation_bytes_per_element=2,
+                      scale_bytes=2, zero_bytes=0):
+    """Serving memory in GB (1e9 bytes): {"weights", "kv_cache", "activations", "total"}.
+
+    weights     = n_params * bits_per_weight / 8
+                  + (n_params / group_size) * (scale_bytes + zero_bytes)   (group_size None: no groups)
+    kv_cache    = 2 * n_layers * n_kv_heads * head_dim * kv_tokens * kv_bytes_per_element
+    activations = step_tokens * (hidden_size + 2 * intermediate_size) * activation_bytes_per_element
+    total       = the sum of the three.
+    """
+    ### BEGIN SOLUTION
+    weights = n_params * bits_per_weight / 8
+    if group_size is not None:
+        weights += n_params / group_size * (scale_bytes + zero_bytes)
+    kv_cache = 2 * n_layers * n_kv_heads * head_dim * kv_tokens * kv_bytes_per_element
+    activations = step_tokens * (hidden_size + 2 * intermediate_size) * activation_bytes_per_element
+    parts = {"weights": weights, "kv_cache": kv_cache, "activations": activations}
+    parts["total"] = weights + kv_cache + activations
+    return {name: value / 1e9 for name, value in parts.items()}
+    ### END SOLUTION
+
+
+def gpus_needed(total_gb, gpu_memory_gb=141.0, usable_fraction=0.9):
+    """The fewest GPUs whose usable memory (usable_fraction of each) holds total_gb (an int;
+    the rest of each GPU is the framework's, CUDA's and fragmentation's)."""
+    ### BEGIN SOLUTION
+    return math.ceil(total_gb / (gpu_memory_gb * usable_fraction))
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "memory", "locked": true, "points": 4, "schema_version": 3, "solution": false}
+# Visible checks: Llama-3.1-8B's shapes [@meta2024-llama3], BF16, 32 sequences of 4,096 tokens.
+_llama8b = dict(n_params=8.03e9, n_layers=32, n_kv_heads=8, head_dim=128, hidden_size=4096,
+                intermediate_size=14336)
+_m = serving_memory_gb(**_llama8b, bits_per_weight=16, group_size=None, kv_tokens=32 * 4096, step_tokens=32)
+assert set(_m) == {"weights", "kv_cache", "activations", "total"}, "return the four parts, in GB"
+assert abs(_m["weights"] - 16.06) < 0.01, f"8.03e9 BF16 weights are 16.06 GB, got {_m['weights']:.2f}"
+assert abs(_m["kv_cache"] - 17.18) < 0.01, f"KV: 128 KiB per token x 131,072 tokens = 17.18 GB, got {_m['kv_cache']:.2f}"
+_m4 = serving_memory_gb(**_llama8b, bits_per_weight=4, group_size=128, kv_tokens=0, step_tokens=1)
+assert abs(_m4["weights"] - 8.03e9 * 4.125 / 8 / 1e9) < 1e-6, "INT4 g128 with float16 scales is 4.125 bits per weight"
+assert gpus_needed(141.0, 141.0, 1.0) == 1 and gpus_needed(141.1, 141.0, 1.0) == 2, "round up: a GPU is whole"
+print(f"Llama-3.1-8B BF16, 32 x 4k tokens: weights {_m['weights']:.1f} GB + KV {_m['kv_cache']:.1f} GB "
+      f"+ activations {_m['activations']:.3f} GB = {_m['total']:.1f} GB")
+### BEGIN HIDDEN TESTS
+from grader import grade; grade("ch07_quantization/memory")
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ### "1 TB on one H200"? · 单卡H200装下1TB模型？
+#
+# The LMSYS post on INT4 QAT for RL rollouts is titled "Squeezing 1TB Model Rollout into
+# a Single H200" [@lmsys2026-int4-qat]. Take it at its word and count: an H200 has 141 GB
+# [@nvidia-h200-datasheet], and a model with about $10^{12}$ parameters, at the recipe's
+# INT4 with one float16 scale per group, needs:
+
+# %%
+ONE_TRILLION = 1.0e12
+H200_GB = 141.0
+_formats = [("BF16", 16, None), ("FP8 (per-channel scales, negligible)", 8, None),
+            ("INT4 g128 (4.125 bits)", 4, 128), ("INT4 g32, the slime recipe (4.5 bits)", 4, 32)]
+print(f"{'format':<40} {'weights':>10} {'H200s (all 141 GB)':>19} {'H200s (90 % usable)':>20}")
+for _name, _bits, _g in _formats:
+    _gb = serving_memory_gb(ONE_TRILLION, _bits, _g, 0, 0, 0, 0, 0, 0, 0)["weights"]
+    print(f"{_name:<40} {_gb / 1000:>8.3f} TB {gpus_needed(_gb, H200_GB, 1.0):>19} "
+          f"{gpus_needed(_gb, H200_GB, 0.9):>20}")
+
+# %% [markdown]
+# Even at 4 bits, a trillion weights take more than half a terabyte: four H200s' worth
+# at the very least, before a single token of KV cache. What the post's body describes is
+# one **node**, eight H200s with 1,128 GB between them, holding the whole model, so that
+# rollouts need no cross-node traffic. In BF16 the same model needs two nodes; in FP8 its
+# weights alone fill 89 % of the node's memory, leaving next to nothing for KV; in INT4
+# they take under half of it. The headline's "single H200" is a single machine
+# [@lmsys2026-int4-qat].
+#
+# And speed: Hopper has no INT4 tensor cores. A W4A16 kernel reads 4-bit weights, then
+# converts them to BF16 and multiplies on the BF16 tensor cores, so at large batch it
+# computes no faster than BF16 and slower than FP8 (which has twice BF16's dense rate,
+# 1,979 vs 989 TFLOPS [@nvidia-h100-datasheet]). Its win is bytes: at small batch, where
+# reading the weights is the whole cost, 4.125 bits instead of 16 is the ideal 3.87x that
+# Marlin approaches up to batch 16–32 [@frantar2024-marlin]. For the RL rollouts of the
+# post, INT4 lands in the same speed tier as FP8 [@lmsys2026-int4-qat].
+
+# %% [markdown]
+# ### The decision tree · 方法决策树
+#
+# Which method to choose is a short chain of questions, asked in this order. A scenario
+# is a dict with five fields:
+#
+# | field | type | meaning |
+# |---|---|---|
+# | `batch_size` | int | sequences decoded together per step |
+# | `fp8_tensor_cores` | bool | the GPU multiplies FP8 natively (Hopper, Ada, Blackwell; not Ampere) |
+# | `accuracy_budget` | float | the largest acceptable relative perplexity increase (0.01 = +1 %) |
+# | `can_finetune` | bool | there are data and GPU time to fine-tune the model (QAT) |
+# | `fits_at_8bit` | bool | weights at 8 bits plus the KV cache fit the GPUs at hand |
+#
+# 1. **Compute-bound, and 8 bits fit?** At `batch_size >= 32` a step multiplies each
+#    weight by many tokens, and arithmetic, not bytes, sets the pace; W4A16 saves bytes
+#    but computes in BF16, past the batch where Marlin-class kernels stop being near-ideal
+#    [@frantar2024-marlin]. Quantize weights *and* activations to 8 bits: `"fp8"` where the
+#    hardware has FP8 tensor cores, else `"int8"` (W8A8 on the INT8 tensor cores).
+# 2. Otherwise the step is bound by weight bytes (small batch), or 4 bits are forced
+#    because 8 bits do not fit. Then INT4 weights, and the accuracy budget picks how:
+#    - budget of 5 % or more: `"int4_rtn"`, round-to-nearest (section 2), free and instant;
+#    - budget of 1 % or more: `"int4_awq"`, a calibrated PTQ (AWQ, section 3, or GPTQ,
+#      section 4): minutes of calibration, no training;
+#    - a tighter budget: `"int4_qat"` if the model can be fine-tuned (section 6), as the
+#      slime recipe does [@lmsys2026-int4-qat]; if it cannot, fall back to 8 bits (`"fp8"` or
+#      `"int8"`, as in step 1) when they fit, and to `"int4_awq"`, the best PTQ, when
+#      they do not.
+#
+# **Exercise 7 · 练习7 (part 2).** Write `choose_method(scenario)` following this tree
+# exactly; it returns one of `"fp8"`, `"int8"`, `"int4_rtn"`, `"int4_awq"`, `"int4_qat"`.
+
+# %% nbgrader={"grade": false, "grade_id": "decision_tree_solution", "locked": false, "schema_version": 3, "solution": true}
+COMPUTE_BOUND_BATCH = 32  # from here on a step is bound by arithmetic, not weight bytes
+
+
+def choose_method(scenario):
+    """The chapter's decision tree: a scenario dict (the five fields of the table above) ->
+    one of "fp8", "int8", "int4_rtn", "int4_awq", "int4_qat"."""
+    ### BEGIN SOLUTION
+    eight_bit = "fp8" if scenario["fp8_tensor_cores"] else "int8"
+    if scenario["fits_at_8bit"] and scenario["batch_size"] >= COMPUTE_BOUND_BATCH:
+        return eight_bit  # compute-bound: 8-bit tensor cores, not fewer weight bytes
+    budget = scenario["accuracy_budget"]
+    if budget >= 0.05:
+        return "int4_rtn"
+    if budget >= 0.01:
+        return "int4_awq"
+    if scenario["can_finetune"]:
+        return "int4_qat"
+    return eight_bit if scenario["fits_at_8bit"] else "int4_awq"
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "decision_tree", "locked": true, "points": 5, "schema_version": 3, "solution": false}
+# Visible checks: three deployments of the chapter.
+_rollout = dict(batch_size=8, fp8_tensor_cores=True, accuracy_budget=0.002, can_finetune=True, fits_at_8bit=False)
+assert choose_method(_rollout) == "int4_qat", "a ~1T model's RL rollouts on one node (the slime case): INT4 QAT"
+_chat = dict(batch_size=128, fp8_tensor_cores=True, accuracy_budget=0.01, can_finetune=False, fits_at_8bit=True)
+assert choose_method(_chat) == "fp8", "a busy chat service on H100s: compute-bound, FP8 tensor cores"
+_a100 = dict(_chat, fp8_tensor_cores=False)
+assert choose_method(_a100) == "int8", "the same service on A100s (no FP8 tensor cores): INT8"
+_laptop = dict(batch_size=1, fp8_tensor_cores=False, accuracy_budget=0.03, can_finetune=False, fits_at_8bit=True)
+assert choose_method(_laptop) == "int4_awq", "batch 1 within a 3 % budget: a calibrated INT4 PTQ"
+print("Visible checks passed.")
+### BEGIN HIDDEN TESTS
+from grader import grade; grade("ch07_quantization/decision_tree")
+### END HIDDEN TESTS
 
 # %% [markdown]
 # # <!-- section 8: side by side (helper B) -->
