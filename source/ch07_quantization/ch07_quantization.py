@@ -727,8 +727,7 @@ for _m, _n, _k, _g, _dtype, _tol in ((1, 40, 256, 64, torch.float32, 1e-5), (3, 
                                      (1, 16, 256, 128, torch.float16, 2e-3), (5, 20, 256, 128, torch.float16, 2e-3)):
     _layer5 = random_int4_layer(_n, _k, _g, _gen)
     _x5 = torch.randn(_m, _k, generator=_gen).to(_dtype)
-    _out5 = w4a16_matmul(_x5.to(DEVICE), *_layer5, _g) if DEVICE == "cpu" else \
-        w4a16_matmul(_x5.to(DEVICE), *(t.to(DEVICE) for t in _layer5), _g)
+    _out5 = w4a16_matmul(_x5.to(DEVICE), *(t.to(DEVICE) for t in _layer5), _g)
     assert _out5.shape == (_m, _n) and _out5.dtype == _dtype, \
         f"expected ({_m}, {_n}) {_dtype}, got {tuple(_out5.shape)} {_out5.dtype}"
     _want5 = dequantize_then_matmul(_x5, *_layer5, _g)
