@@ -34,7 +34,14 @@
 # 7. Count serving memory, weights with their scales, KV cache and activations, and
 #    choose a method from a decision tree.
 #
-# **Why it matters in money.** <!-- TODO(A): the bytes-per-token argument with cited numbers -->
+# **Why it matters in money.** At batch 1 a decode step's time is the bytes it reads
+# divided by the memory bandwidth. Llama-3.1-8B reads about 15.0 GB of BF16 weights per
+# token, which bounds one H100 SXM at about 223 tokens/s [@meta2024-llama3]; with its
+# linear layers in INT4 it reads about 4.65 GB, for 3.2 times the tokens per GPU-hour at
+# the same bound (the ROI box of section 9 counts them). The price is accuracy: on
+# Llama-2-7B, INT4 with groups of 128 costs +0.26 perplexity by round-to-nearest and +0.13
+# with AWQ [@lin2024-awq]. And memory: a model of about $10^{12}$ parameters fits one
+# 8-GPU node only at 4 bits (section 7).
 
 # %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false}
 import dataclasses
@@ -1095,6 +1102,237 @@ from grader import grade; grade("ch07_quantization/decision_tree")
 # %% [markdown]
 # ## 9. Pitfalls, checklist, ROI and questions
 # ### 9. 常见误区、实战检查清单、ROI与思考题
+#
+# ### Common pitfalls · 常见误区
+#
+# Each of these is a quantizer that runs without an error and returns something of the
+# right shape. Each is shown failing on this chapter's own numbers.
+#
+# **1. One scale for the whole tensor, with an outlier.** A single large weight sets the
+# step for every other weight of the tensor. Below, one weight of a course-model matrix
+# is set to 20 times the matrix's largest value; per-tensor INT8 then rounds most
+# weights to zero, while the group-wise INT4 of section 1, with only 4 bits, confines the
+# damage to one group of 128.
+
+# %%
+_w = engine.weights.layers[0].gate_up_t.T.contiguous()  # (1280, 256), a real weight
+_w_outlier = _w.clone()
+_w_outlier[0, 0] = 20 * _w.abs().max()
+
+
+def relative_error(w, w_hat):
+    return float((w - w_hat).norm() / w.norm())
+
+
+def per_tensor_int8(w):
+    scale = w.abs().max() / 127
+    return torch.round(w / scale).clamp(-127, 127) * scale
+
+
+for _name, _m in (("without the outlier", _w), ("with one outlier", _w_outlier)):
+    _int8 = per_tensor_int8(_m)
+    print(f"{_name:20s} per-tensor INT8: error {relative_error(_m, _int8):.4f}, "
+          f"{float((_int8 == 0).float().mean()):.0%} of weights rounded to 0 | "
+          f"INT4 g128: error {relative_error(_m, dequantize_int4(*quantize_int4(_m, 128), 128)):.4f}")
+
+# %% [markdown]
+# **2. Quantizing the embedding and the LM head like the block linears.** The course
+# model ties them: one 4096 x 256 table both looks tokens up and scores every vocabulary
+# entry at the end. Quantize it with the same INT4 g128 as the linears and the error
+# lands directly on the logits of every token. The table is a large share of a small
+# model's bytes (a vocabulary of 4,096 for a width of 256), so the memory saved is real;
+# the bandwidth saved is the LM head's alone, since the lookup reads one row per token.
+# Keep them in 16 bits, or give them their own, finer format.
+
+# %%
+_rtn = quantize_engine_rtn(engine, 128)
+_table = dequantize_int4(*quantize_int4(engine.weights.embed_tokens, 128), 128)  # (V, D)
+_everything = Engine(dataclasses.replace(_rtn.weights, embed_tokens=_table, lm_head=_table),
+                     engine.attention, engine.eos_token_id, engine.pad_token_id)
+_, _kl_linears = quality(_rtn)
+_, _kl_everything = quality(_everything)
+_table_fp32 = engine.weights.embed_tokens.numel() * 4
+_table_int4 = Int4Linear.from_weight(engine.weights.embed_tokens, 128).nbytes
+_model_fp32 = sum(p.numel() * 4 for p in load_model("course-lm").parameters())
+print(f"the tied table: {_table_fp32 / 1e6:.1f} MB of the model's {_model_fp32 / 1e6:.1f} MB in FP32")
+print(f"KL from FP32: block linears in INT4 g128 {_kl_linears:.5f} nats/token; "
+      f"embedding + LM head too {_kl_everything:.5f} ({_kl_everything / _kl_linears:.1f}x), "
+      f"to save {(_table_fp32 - _table_int4) / 1e6:.1f} MB more")
+
+# %% [markdown]
+# **3. Rounding without a straight-through estimator.** `torch.round` is flat almost
+# everywhere: its gradient is zero. Fake-quantize weights with it inside a training loop
+# and the loss has no gradient with respect to the weights at all, so QAT silently trains
+# nothing. The straight-through estimator of section 6 passes the gradient through the
+# rounding as if it were the identity.
+
+# %%
+_w = torch.randn(4, 32, requires_grad=True)
+_scale = _w.detach().abs().amax(dim=1, keepdim=True) / 7
+(torch.round(_w / _scale).clamp(-7, 7) * _scale).sum().backward()
+print(f"gradient through torch.round: {float(_w.grad.abs().max())} (every entry zero)")
+_w.grad = None
+_rounded = _w + (torch.round(_w / _scale).clamp(-7, 7) * _scale - _w).detach()  # straight-through
+_rounded.sum().backward()
+print(f"gradient with a straight-through estimator: {float(_w.grad.abs().min())} (all ones)")
+
+# %% [markdown]
+# **4. Packing in one nibble order and reading in the other.** The bytes do not say which
+# nibble comes first. A kernel that reads the high nibble as column $2j$ computes with a
+# weight matrix whose neighbouring columns are swapped: every shape matches and no check
+# of shapes or dtypes complains.
+
+# %%
+_layer = Int4Linear.from_weight(engine.weights.layers[0].o_t.T, 128)
+_swapped = unpack_int4(_layer.packed).view(_layer.out_features, -1, 2).flip(-1).reshape(_layer.out_features, -1)
+_w_swapped = dequantize_int4(_swapped, _layer.scales, _layer.zeros, 128)
+print(f"layers.0.o, relative error of the weight read back: right order "
+      f"{relative_error(engine.weights.layers[0].o_t.T, _layer.dequantized()):.3f}, "
+      f"swapped nibbles {relative_error(engine.weights.layers[0].o_t.T, _w_swapped):.3f}")
+
+# %% [markdown]
+# Sections 3, 4 and 6 show the pitfalls of their own methods: AWQ scales that are applied
+# to the weights but never folded back into the preceding norm, and GPTQ without its
+# error propagation.
+#
+# ### Practical checklist · 实战检查清单
+#
+# - Measure quality on held-out text the quantizer never saw, against the full-precision
+#   model *and* as a divergence from it (KL), not on the calibration set.
+# - Count bytes exactly: codes, scales, zero-points and every tensor left in 16 bits.
+#   "4-bit" is 4.125 to 4.75 bits.
+# - Write down the packing order and the zero-point convention next to the format, and
+#   test the kernel against a plain dequantize-then-matmul on random weights.
+# - Keep the embedding and the LM head in 16 bits unless a measurement says otherwise.
+# - Refuse NaN and Inf weights and incomplete groups loudly; handle zero and constant
+#   groups without dividing by zero.
+# - Decide by regime: weight-only INT4 for memory-bound decoding, 8-bit weights and
+#   activations (FP8 where the tensor cores have it) for compute-bound batches.
+# - Calibrate with data like the deployment's, and re-check quality after every change
+#   of method, group size or kernel.
+#
+# ### ROI: cost per million tokens from bytes per token · ROI：从每token字节数到每百万token成本
+#
+# At batch 1 a decode step reads every weight once, so its time is bounded below by
+# bytes per token / memory bandwidth, and the cost of a million tokens by
+#
+# $$c = \frac{\text{USD per GPU-hour}}{3600 \cdot \text{bandwidth} / \text{bytes per token}} \times 10^6 .$$
+#
+# Llama-3.1-8B [@meta2024-llama3] on one H200 (4.8 TB/s [@nvidia-h200-datasheet]): in
+# BF16 a token reads the linear layers and the LM head, 15.0 GB; in INT4 g128 with the LM
+# head kept in BF16, 4.65 GB. The GPU price is an **assumption for illustration**, and the
+# bound assumes the kernel reaches the full bandwidth: real systems reach about 70 % of
+# it at batch 1 in BF16 [@li2025-eagle3], and INT4 kernels less, because they
+# dequantize (section 5).
+
+# %%
+ASSUMED_H200_HOURLY_USD = 3.50  # an assumption: your provider's price per H200-hour
+H200_BANDWIDTH = 4.8e12  # bytes/s [@nvidia-h200-datasheet]
+LLAMA8B_PARAMS, LLAMA8B_VOCAB, LLAMA8B_HIDDEN = 8.03e9, 128256, 4096  # [@meta2024-llama3]
+
+
+def decode_bytes_per_token(bits_per_linear_weight):
+    """Bytes a batch-1 decode step reads: the block linears at the given bits, the LM head
+    in BF16, and one BF16 row of the (untied) embedding table."""
+    table = LLAMA8B_VOCAB * LLAMA8B_HIDDEN
+    linears = LLAMA8B_PARAMS - 2 * table
+    return linears * bits_per_linear_weight / 8 + table * 2 + LLAMA8B_HIDDEN * 2
+
+
+def cost_per_million_tokens(bytes_per_token, bandwidth=H200_BANDWIDTH, hourly_usd=ASSUMED_H200_HOURLY_USD):
+    tokens_per_second = bandwidth / bytes_per_token
+    return hourly_usd / (tokens_per_second * 3600) * 1e6, tokens_per_second
+
+
+for _name, _bits in (("BF16", 16), ("INT8", 8), ("INT4 g128", 4.125), ("INT4 g32", 4.5)):
+    _bytes = decode_bytes_per_token(_bits)
+    _cost, _rate = cost_per_million_tokens(_bytes)
+    print(f"{_name:17s} {_bytes / 1e9:5.2f} GB/token -> at most {_rate:5,.0f} tokens/s, "
+          f"at least {_cost:.2f} USD per million tokens (batch 1)")
+
+# %% [markdown]
+# INT4 divides the bound by about 3.2, not 4: the LM head stays in 16 bits and the scales
+# cost an eighth of a bit per weight. At large batch the weights are read once for many
+# tokens, the cost per token is set by arithmetic, and the saving goes away unless the
+# activations are quantized too (section 7's tree).
+#
+# ### Questions · 思考题
+#
+# Answer each question by returning a value from its function in the cell below (the
+# grader computes the answers itself). The grader runs the answer cell with the setup and
+# exercise cells only, not the demonstrations: compute from those, or return the value.
+#
+# **Q1 · 一万亿参数要几张H200.** How many H200s (141 GB, 90 % of it usable) do the
+# *weights alone* of a $1.0 \times 10^{12}$-parameter model need in the slime recipe's
+# format, INT4 with one float16 scale per group of 32 (no zero-points)? (An int, exact.)
+#
+# **Q2 · 批大小1的加速上限.** Llama-3.1-8B (8.03e9 parameters, vocabulary 128,256, hidden
+# size 4,096, untied embedding and LM head), batch-1 decode bound by reading weights: how
+# many times more tokens per second does INT4 g128 (4.125 bits per weight) on the block
+# linears allow than BF16, when the LM head and the embedding row stay in BF16, as in the
+# ROI box? (1 % tolerance.)
+#
+# **Q3 · 大批量下的W4A16.** On an H100 at batch 256, compute-bound, a W4A16 INT4 model
+# compared with the same model in FP8 (W8A8) is: **(a)** faster, because it reads half
+# the weight bytes; **(b)** no faster, because it multiplies on the BF16 tensor cores,
+# at half FP8's dense rate; **(c)** exactly as fast, because both are quantized. Return
+# `"a"`, `"b"` or `"c"`.
+
+# %% nbgrader={"grade": false, "grade_id": "questions_solution", "locked": false, "schema_version": 3, "solution": true}
+def q1_h200s_for_int4_trillion():
+    """Q1: H200s (141 GB, 90 % usable) for the weights of 1e12 parameters, INT4 g32, fp16 scales."""
+    ### BEGIN SOLUTION
+    weights_gb = serving_memory_gb(1.0e12, 4, 32, 0, 0, 0, 0, 0, 0, 0)["weights"]
+    return gpus_needed(weights_gb, 141.0, 0.9)
+    ### END SOLUTION
+
+
+def q2_int4_decode_speedup():
+    """Q2: batch-1 tokens/s bound of INT4 g128 linears over BF16, LM head in BF16 (a number)."""
+    ### BEGIN SOLUTION
+    table = 128256 * 4096
+    linears = 8.03e9 - 2 * table
+    bf16 = linears * 2 + table * 2 + 4096 * 2
+    int4 = linears * 4.125 / 8 + table * 2 + 4096 * 2
+    return bf16 / int4
+    ### END SOLUTION
+
+
+def q3_large_batch_w4a16():
+    """Q3: "a", "b" or "c"."""
+    ### BEGIN SOLUTION
+    return "b"
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "questions", "locked": true, "points": 4, "schema_version": 3, "solution": false}
+_answers = {"Q1": q1_h200s_for_int4_trillion(), "Q2": q2_int4_decode_speedup(), "Q3": q3_large_batch_w4a16()}
+assert isinstance(_answers["Q1"], int), "Q1: return a whole number of GPUs (an int)"
+assert isinstance(_answers["Q2"], (int, float)) and 1 < _answers["Q2"] < 4, \
+    "Q2: a speed-up between 1 and 4 (bytes shrink at most 16 / 4 times)"
+assert _answers["Q3"] in ("a", "b", "c"), 'Q3: return "a", "b" or "c"'
+print(", ".join(f"{_q} {_a if isinstance(_a, str) else format(_a, '.3g')}" for _q, _a in _answers.items()))
+### BEGIN HIDDEN TESTS
+from grader import grade; grade("ch07_quantization/questions")
+### END HIDDEN TESTS
 
 # %% [markdown]
 # ## Chapter summary · 本章小结
+#
+# - A quantizer is a grid and a rounding rule: $\hat w = s\,(q - z)$, with an error of at
+#   most half a step when nothing is clipped. Which weights share a scale decides the
+#   quality: per tensor is fragile, per channel suits INT8, per group of 32–128 input
+#   columns suits INT4, and "4-bit" then costs 4.125–4.75 bits.
+# - Round-to-nearest INT4 of the course model keeps its linear layers at 0.13–0.15x their
+#   FP32 bytes and moves its held-out perplexity by well under a percent; the KL from the
+#   FP32 model ranks the formats where perplexity cannot.
+# - AWQ protects the input channels that the activations make salient, GPTQ compensates
+#   each rounding error in the columns still to come, and QAT lets the weights adapt to
+#   the grid through a straight-through estimator; each is measured against RTN above.
+# - A W4A16 kernel is fast where decoding is bound by weight bytes (small batches) and
+#   buys nothing where it is bound by arithmetic: it computes on the 16-bit tensor cores.
+# - "1 TB on one H200" is one 8-GPU node: $10^{12}$ weights at INT4 are about half a
+#   terabyte, four H200s' worth before any KV cache.
+# - Choose by regime, then by budget: 8-bit weights and activations for compute-bound
+#   batches; INT4 weights for memory-bound decoding, by RTN, a calibrated PTQ, or QAT as
+#   the accuracy budget tightens and the training budget allows.
