@@ -10,7 +10,7 @@ import torch
 
 from llmopt.corpus import build_corpus
 from llmopt.engine import Engine
-from llmopt.quality import calibration_tokens, heldout_tokens, perplexity
+from llmopt.quality import calibration_tokens, heldout_tokens, kl_divergence, perplexity
 
 
 @pytest.fixture(scope="module")
@@ -87,3 +87,11 @@ def test_perplexity_of_a_uniform_model_is_the_vocabulary_size(engine):
     assert math.isclose(perplexity(uniform, heldout_tokens(300), window=100), vocab, rel_tol=1e-5)
     real = perplexity(engine, heldout_tokens(1024))
     assert 1 < real < vocab / 10  # the trained model is far better than uniform
+
+
+def test_kl_divergence_is_zero_only_for_identical_outputs(engine):
+    tokens = heldout_tokens(256)
+    assert kl_divergence(engine, engine, tokens, window=128) == 0.0
+    noisy = with_weights(engine, engine.weights.map_linears(
+        lambda name, weight: weight + 1e-3 * torch.randn(weight.shape, generator=torch.Generator().manual_seed(0))))
+    assert kl_divergence(noisy, engine, tokens, window=128) > 0
