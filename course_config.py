@@ -179,4 +179,16 @@ THRESHOLDS: dict[str, Threshold] = {
         "student's, batch 1, a (4096 x 14336) weight, group 128, fp16, interleaved in the same "
         "run. Not yet measured on a GPU (VALIDATION.md); the reference's own goals (>= 60 % of "
         "the calibrated copy bandwidth, >= 2.5x the FP16 matmul) are `make gpu-check` rows"),
+    "ch07_quantization/awq_gain_vs_reference": Threshold(
+        "ratio", 0.5, note="(RTN's KL from FP32 - the student's AWQ's) / (RTN's - the reference "
+        "AWQ's), course model, INT4 g128 symmetric, 512 calibration tokens of the train split, "
+        "1,024 held-out tokens, all measured in the judge in the same run; the student's KL must "
+        "also be strictly below RTN's"),
+    "ch07_quantization/gptq_gain_vs_reference": Threshold(
+        "ratio", 0.5, note="as awq_gain_vs_reference, for GPTQ; on single layers the same ratio "
+        "of output-error reductions below RTN, on the judge's correlated inputs"),
+    "ch07_quantization/qat_gain_vs_reference": Threshold(
+        "ratio", 0.5, note="(RTN g32's KL from FP32 - the student's fake-quantized QAT model's) / "
+        "(RTN g32's - the reference QAT's), after the same 4 distillation steps on the same 2 "
+        "train windows, both fake-quantized by the judge"),
 }
