@@ -41,7 +41,7 @@
 # the same bound (the ROI box of section 9 counts them). The price is accuracy: on
 # Llama-2-7B, INT4 with groups of 128 costs +0.26 perplexity by round-to-nearest and +0.13
 # with AWQ [@lin2024-awq]. And memory: a model of about $10^{12}$ parameters fits one
-# 8-GPU node only at 4 bits (section 7).
+# 8-GPU node with room for its KV cache only at 4 bits (section 7).
 
 # %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false}
 import dataclasses
@@ -63,7 +63,6 @@ import triton.language as tl
 
 import course_config
 from llmopt.engine import Engine, LlamaWeights
-from llmopt.models import load_model
 from llmopt.quality import calibration_tokens, heldout_tokens, kl_divergence, perplexity
 
 SMALL = course_config.SMALL_WORKLOAD  # True under `make test`: shorter measurements
@@ -392,6 +391,8 @@ def linear_bytes(engine):
 
 # %% nbgrader={"grade": true, "grade_id": "rtn", "locked": true, "points": 8, "schema_version": 3, "solution": false}
 # Visible checks: one layer against its dequantized weight, then the course model.
+from llmopt.models import load_model  # imports transformers: here, not in the setup cell
+
 _w = torch.randn(64, 256)
 _layer = Int4Linear.from_weight(_w, group_size=32, symmetric=False)
 assert _layer.packed.shape == (64, 128) and _layer.packed.dtype == torch.uint8, "packed: uint8 (out, in // 2)"
