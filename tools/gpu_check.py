@@ -321,7 +321,7 @@ def check_w4a16_kernel_compiles() -> str:
                 compiled += 1
                 if arch == 90:  # registers are known only where a driver loads the binary
                     notes.append(f"{x_type[1:]} {constants['BLOCK_M']}x{constants['BLOCK_N']}x{constants['BLOCK_K']}: "
-                                 f"{binary.metadata.shared // 1024} KiB shared")
+                                 f"{binary.metadata.shared} B shared")
     return f"{compiled} W4A16 kernel variants compiled (fp16/bf16/fp32, batch 1-32, sm_80 and sm_90); " + \
         "; ".join(dict.fromkeys(notes))
 
