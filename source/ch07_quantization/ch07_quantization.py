@@ -927,8 +927,8 @@ from grader import grade; grade("ch07_quantization/gptq")
 # per step:
 #
 # 1. Load `BLOCK_N × BLOCK_K/2` bytes and split them: `byte & 0xF` are the codes of the
-#    even columns, `byte >> 4` those of the odd ones. Load the even and the odd columns of x
-#    to meet them; nothing is interleaved.
+#    even columns, `byte >> 4` those of the odd ones. Load `BLOCK_K` columns of x and split
+#    them the same way (`tl.reshape` into pairs, then `tl.split`); nothing is interleaved.
 # 2. Keep the zero and the scale out of the inner product. Inside one group
 #
 # $$\sum_k x_k\,(c_k - z)\,s \;=\; s\Big(\sum_k x_k c_k \;-\; z \sum_k x_k\Big),$$
@@ -937,7 +937,10 @@ from grader import grade; grade("ch07_quantization/gptq")
 #    zero and the scale cost one multiply-add per output per group. A step of `BLOCK_K`
 #    columns that divides $g$ never straddles two groups.
 # 3. At batch 1 the product is a matrix-vector product: multiply and sum on the CUDA
-#    cores. For a batch of rows, `tl.dot` on the tensor cores (16 rows at least, padded).
+#    cores, where every weight costs a few instructions, so make them cheap: a code $c$
+#    written into the low bits of the float $2^{23}$ is the float $2^{23} + c$, and an OR
+#    and a subtraction replace an integer-to-float conversion. For a batch of rows,
+#    `tl.dot` on the tensor cores (16 rows at least, padded).
 # 4. **Split K for decode.** A 4096 × 14336 weight at batch 1 has 4096 outputs, 64 tiles
 #    of 64 for the 132 SMs of an H100 [@nvidia-h100-datasheet]: half the chip would idle
 #    while each program streams 64 rows of 7 KB alone. Cut K into parts until there are
