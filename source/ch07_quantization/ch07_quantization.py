@@ -937,10 +937,12 @@ from grader import grade; grade("ch07_quantization/gptq")
 #    zero and the scale cost one multiply-add per output per group. A step of `BLOCK_K`
 #    columns that divides $g$ never straddles two groups.
 # 3. At batch 1 the product is a matrix-vector product: multiply and sum on the CUDA
-#    cores, where every weight costs a few instructions, so make them cheap: a code $c$
-#    written into the low bits of the float $2^{23}$ is the float $2^{23} + c$, and an OR
-#    and a subtraction replace an integer-to-float conversion. For a batch of rows,
-#    `tl.dot` on the tensor cores (16 rows at least, padded).
+#    cores. For a batch of rows, `tl.dot` on the tensor cores (16 rows at least, padded).
+#    Either way every weight streamed costs a few instructions, so make them cheap: a
+#    code $c$ written into the low mantissa bits of a power of two $p$ is the float
+#    $p + c$ ($2^{23}$ in float32, $2^{10}$ in float16, $2^7$ in bfloat16, where the last
+#    mantissa bit is worth 1), and an OR and a subtraction replace an integer-to-float
+#    conversion. The cell gives this as `codes_as`.
 # 4. **Split K for decode.** A 4096 × 14336 weight at batch 1 has 4096 outputs, 64 tiles
 #    of 64 for the 132 SMs of an H100 [@nvidia-h100-datasheet]: half the chip would idle
 #    while each program streams 64 rows of 7 KB alone. Cut K into parts until there are
@@ -967,6 +969,21 @@ from grader import grade; grade("ch07_quantization/gptq")
 def is_stub(kernel) -> bool:
     """True while a @triton.jit kernel's body is still the exercise's `raise NotImplementedError()`."""
     return "NotImplementedError" in kernel.fn.__code__.co_names
+
+
+@triton.jit
+def codes_as(codes, dtype: tl.constexpr):
+    """Integer codes 0..15 as floats of `dtype` (float16, bfloat16 or float32), exactly, with
+    no integer-to-float conversion: written into the low mantissa bits of a power of two p
+    (whose last mantissa bit is worth 1), the bits are the float p + c, and one subtraction
+    leaves c. An OR and a subtraction are two of a GPU's cheapest instructions; a kernel
+    that converts every weight it streams notices. Yours to use."""
+    if dtype == tl.float16:
+        return (codes.to(tl.uint16) | 0x6400).to(tl.float16, bitcast=True) - 1024.0  # p = 2**10
+    elif dtype == tl.bfloat16:
+        return (codes.to(tl.uint16) | 0x4300).to(tl.bfloat16, bitcast=True) - 128.0  # p = 2**7
+    else:
+        return (codes.to(tl.uint32) | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0  # p = 2**23
 
 
 @triton.jit
@@ -997,16 +1014,13 @@ def w4a16_kernel(
         byte = tl.load(w_rows + k // 2 + pairs[None, :], mask=col_ok[:, None], other=0)  # (BLOCK_N, BLOCK_K // 2) uint8
         # Inside one group sum_k x_k (c_k - z) s = s * (sum_k x_k c_k - z * sum_k x_k):
         # the codes c enter the product as they are; the zero and the scale come once per group.
-        if BLOCK_M == 1:  # decode: a matrix-vector product, on the CUDA cores
-            # A code c in the low mantissa bits of 2**23 (bits 0x4B000000) is the float
-            # 2**23 + c, exactly: an OR and a subtraction turn it into c, two of the GPU's
-            # cheapest instructions, with no integer-to-float conversion.
-            low = ((byte & 0xF).to(tl.uint32) | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0
-            high = ((byte >> 4).to(tl.uint32) | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0
+        if BLOCK_M == 1:  # decode: a matrix-vector product, on the CUDA cores, in float32
+            low = codes_as(byte & 0xF, tl.float32)  # codes of the even columns
+            high = codes_as(byte >> 4, tl.float32)  # codes of the odd columns
             dot = tl.sum(low * x_even.to(tl.float32) + high * x_odd.to(tl.float32), axis=1)[None, :]
         else:  # a batch of rows: tensor cores; the codes 0..15 are exact in fp16 and bf16
-            low = (byte & 0xF).to(x_even.dtype)
-            high = (byte >> 4).to(x_even.dtype)
+            low = codes_as(byte & 0xF, x_even.dtype)
+            high = codes_as(byte >> 4, x_even.dtype)
             dot = tl.dot(x_even, tl.trans(low), input_precision="ieee") + \
                 tl.dot(x_odd, tl.trans(high), input_precision="ieee")  # (BLOCK_M, BLOCK_N) fp32
         x_sum = tl.sum(x_even.to(tl.float32) + x_odd.to(tl.float32), axis=1)  # (BLOCK_M,)

@@ -33,17 +33,13 @@ def w4a16_kernel(
         byte = tl.load(w_rows + k // 2 + pairs[None, :], mask=col_ok[:, None], other=0)  # (BLOCK_N, BLOCK_K // 2) uint8
         # Inside one group sum_k x_k (c_k - z) s = s * (sum_k x_k c_k - z * sum_k x_k):
         # the codes c enter the product as they are; the zero and the scale come once per group.
-        if BLOCK_M == 1:  # decode: a matrix-vector product, on the CUDA cores
-            # A code c in the low mantissa bits of 2**23 (bits 0x4B000000) is the float
-            # 2**23 + c, exactly: an OR and a subtraction turn it into c, two of the GPU's
-            # cheapest instructions, with no integer-to-float conversion.
-            # negative control: the HIGH nibble taken for the even columns
-            low = ((byte >> 4).to(tl.uint32) | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0
-            high = ((byte & 0xF).to(tl.uint32) | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0
+        if BLOCK_M == 1:  # decode: a matrix-vector product, on the CUDA cores, in float32
+            low = codes_as(byte >> 4, tl.float32)  # negative control: the HIGH nibble for the even columns
+            high = codes_as(byte & 0xF, tl.float32)
             dot = tl.sum(low * x_even.to(tl.float32) + high * x_odd.to(tl.float32), axis=1)[None, :]
         else:  # a batch of rows: tensor cores; the codes 0..15 are exact in fp16 and bf16
-            low = (byte >> 4).to(x_even.dtype)  # negative control: nibbles swapped here too
-            high = (byte & 0xF).to(x_even.dtype)
+            low = codes_as(byte >> 4, x_even.dtype)  # negative control: nibbles swapped here too
+            high = codes_as(byte & 0xF, x_even.dtype)
             dot = tl.dot(x_even, tl.trans(low), input_precision="ieee") + \
                 tl.dot(x_odd, tl.trans(high), input_precision="ieee")  # (BLOCK_M, BLOCK_N) fp32
         x_sum = tl.sum(x_even.to(tl.float32) + x_odd.to(tl.float32), axis=1)  # (BLOCK_M,)
