@@ -448,15 +448,16 @@ def int8_engine(engine):
                   engine.attention, engine.eos_token_id, engine.pad_token_id)
 
 
-_windows = EVAL_TOKENS[: len(EVAL_TOKENS) // 256 * 256].view(-1, 256)  # (n, 256)
-_positions = torch.arange(256).expand(_windows.shape)
+EVAL_WINDOWS = EVAL_TOKENS[: len(EVAL_TOKENS) // 256 * 256].view(-1, 256)  # (n, 256)
+EVAL_POSITIONS = torch.arange(256).expand(EVAL_WINDOWS.shape)
+_windows = EVAL_WINDOWS
 
 
 @torch.inference_mode()
 def log_probs(engine):
     """Next-token log-probabilities on the evaluation windows, (n, 255, V)."""
-    return torch.cat([torch.log_softmax(engine.forward(_windows[i:i + 8], _positions[i:i + 8])[:, :-1], -1)
-                      for i in range(0, len(_windows), 8)])
+    return torch.cat([torch.log_softmax(engine.forward(EVAL_WINDOWS[i:i + 8], EVAL_POSITIONS[i:i + 8])[:, :-1], -1)
+                      for i in range(0, len(EVAL_WINDOWS), 8)])
 
 
 FP32_LOG_PROBS = log_probs(engine)
@@ -466,7 +467,7 @@ def quality(engine):
     """(perplexity, KL from FP32) on the evaluation windows, from one forward pass: the same
     numbers as llmopt.quality.perplexity and kl_divergence, without recomputing FP32."""
     lp = log_probs(engine)
-    nll = -lp.gather(-1, _windows[:, 1:, None]).mean().item()
+    nll = -lp.gather(-1, EVAL_WINDOWS[:, 1:, None]).mean().item()
     kl = (FP32_LOG_PROBS.exp() * (FP32_LOG_PROBS - lp)).sum(-1).mean().item()
     return math.exp(nll), kl
 
@@ -743,9 +744,10 @@ def awq_quantize(engine, calibration, group_size=128):
 # %% nbgrader={"grade": true, "grade_id": "awq", "locked": true, "points": 8, "schema_version": 3, "solution": false}
 # Visible checks: the fold changes nothing in full precision; AWQ beats RTN at g128.
 _folded, _alphas = awq_fold(engine, CALIBRATION[:2], 128)
-_tokens = heldout_tokens(128)[None]
-_positions = torch.arange(128)[None]
-_gap = (_folded.forward(_tokens, _positions) - engine.forward(_tokens, _positions)).abs().max().item()
+_check_tokens = heldout_tokens(128)[None]
+_check_positions = torch.arange(128)[None]
+_gap = (_folded.forward(_check_tokens, _check_positions)
+        - engine.forward(_check_tokens, _check_positions)).abs().max().item()
 assert _gap < 1e-3, (f"the folded model's logits differ from the original by {_gap:.2e}: every s that "
                      f"multiplies a weight's input channel must divide what produces that input")
 assert any(_a > 0 for _a in _alphas.values()), "every alpha is 0: the search never scales (that is RTN)"
@@ -1411,9 +1413,10 @@ _train = calibration_tokens(2 * 128, window=128, seed=1)  # 2 windows of the tra
 _tuned, _losses = qat_finetune(engine, _train, steps=4, group_size=32, lr=1e-5, batch_size=2)
 assert _losses[-1] < _losses[0], f"the loss should go down over 4 steps on the same batch: {_losses}"
 _exported = export_qat(_tuned, 32)
-_tokens = heldout_tokens(128)[None]
-_positions = torch.arange(128)[None]
-_gap = (_exported.forward(_tokens, _positions) - fake_quant_engine(_tuned, 32).forward(_tokens, _positions)).abs().max()
+_check_tokens = heldout_tokens(128)[None]
+_check_positions = torch.arange(128)[None]
+_gap = (_exported.forward(_check_tokens, _check_positions)
+        - fake_quant_engine(_tuned, 32).forward(_check_tokens, _check_positions)).abs().max()
 assert _gap < 1e-3, (f"the exported W4A16 model's logits differ from the fake-quantized model's by {_gap:.2e}: "
                      f"export the same codes and float16 scales that the fake quantizer used")
 print(f"STE ok; distillation loss {_losses[0]:.5f} -> {_losses[-1]:.5f}; export: logits within {_gap:.1e}")
