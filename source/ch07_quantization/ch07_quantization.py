@@ -358,6 +358,7 @@ class Int4Linear:
 
     @property
     def nbytes(self):
+        """Every byte the layer stores: packed codes + scales + zero-points."""
         ### BEGIN SOLUTION
         return sum(t.numel() * t.element_size() for t in (self.packed, self.scales, self.zeros))
         ### END SOLUTION
