@@ -44,7 +44,7 @@ MIN_SPEED_VS_REFERENCE = THRESHOLDS["ch07_quantization/w4a16_speed_vs_reference"
 def random_layer(gen, n_out, n_in, group_size, scales_dtype=F16, zeros_dtype=F16, symmetric=False):
     """Codes 0..15 packed two per byte (column 2j low), positive scales, zeros 0..15 (8 if symmetric)."""
     codes = torch.randint(0, 16, (n_out, n_in), dtype=torch.uint8, generator=gen)
-    packed = codes[:, 0::2] | (codes[:, 1::2] << 4)
+    packed = codes[:, ::2] + 16 * codes[:, 1::2]  # column 2j low, 2j + 1 high
     n_groups = n_in // group_size
     scales = (0.005 + 0.03 * torch.rand(n_out, n_groups, generator=gen)).to(scales_dtype)
     zeros = torch.full((n_out, n_groups), 8) if symmetric else torch.randint(0, 16, (n_out, n_groups), generator=gen)
@@ -54,7 +54,7 @@ def random_layer(gen, n_out, n_in, group_size, scales_dtype=F16, zeros_dtype=F16
 def oracle(x, packed, scales, zeros, group_size):
     """x @ W.T in float64, W dequantized by the judge: (codes - zero) * scale per group."""
     codes = torch.stack([packed & 0xF, packed >> 4], dim=-1).flatten(1).double()  # (N, K)
-    grouped = codes.unflatten(1, (-1, group_size))
+    grouped = codes.view(codes.shape[0], -1, group_size)
     weight = ((grouped - zeros.double()[..., None]) * scales.double()[..., None]).flatten(1)
     return x.double() @ weight.T
 

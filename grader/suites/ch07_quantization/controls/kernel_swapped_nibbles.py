@@ -15,8 +15,7 @@ def w4a16_kernel(
     [program_id(0) * BLOCK_N, +BLOCK_N), input columns [program_id(1) * k_per_split,
     +k_per_split). Writes x[rows, those columns] @ dequant(W)[outputs, those columns].T in
     float32 to partial[program_id(1), rows, outputs]. BLOCK_K divides group_size, and
-    k_per_split is a multiple of BLOCK_K: a step of BLOCK_K columns lies in one group.
-    Negative control: reads input column 2j from the HIGH nibble."""
+    k_per_split is a multiple of BLOCK_K: a step of BLOCK_K columns lies in one group."""
     pid_n, pid_k, pid_m = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # (BLOCK_M,) rows of x and of the output
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,) outputs = rows of W
