@@ -381,7 +381,9 @@ class WorkerPool:
         self._baseline: Worker | None = None
         self.load_failure: BaseException | None = None
 
-    def worker_for(self, group: str, fresh: bool = False) -> Worker:
+    def worker_for(self, group: str, fresh: bool = False, spare: bool = True) -> Worker:
+        """`spare`: a later test will want a new worker (the judge knows from its
+        collection), so start one now; a spare nobody uses costs a torch import."""
         if self._current is not None:
             current_group, worker = self._current
             if current_group == group and not fresh and worker.process.poll() is None:
@@ -390,15 +392,17 @@ class WorkerPool:
         worker = self._spare or Worker(*self._args)
         self._spare = None
         worker.wait_ready()
-        self._spare = Worker(*self._args)
+        if spare:
+            self._spare = Worker(*self._args)
         self._current = (group, worker)
         return worker
 
-    def student(self, group: str, fresh: bool, cells: list[dict], filename: str, limit: float) -> Student:
+    def student(self, group: str, fresh: bool, cells: list[dict], filename: str, limit: float,
+                spare: bool = True) -> Student:
         if self.load_failure is not None:
             raise self.load_failure
         try:
-            return Student(self.worker_for(group, fresh), cells, filename, limit)
+            return Student(self.worker_for(group, fresh, spare), cells, filename, limit)
         except (WorkerTimeout, WorkerCrashed) as exc:
             self.load_failure = type(exc)(str(exc))
             raise
