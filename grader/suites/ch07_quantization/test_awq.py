@@ -31,7 +31,7 @@ def test_fold_is_output_equivalent(student):
     """awq_fold: scales folded into the norms and the preceding linears leave the logits unchanged"""
     from llmopt.engine import Engine
 
-    result = student.awq_fold(student_engine(student), judge_calibration(), GROUP_SIZE)
+    result = student.awq_fold(student_engine(student), judge_calibration(), GROUP_SIZE, grid=5)
     assert isinstance(result, tuple) and len(result) == 2, "awq_fold must return (engine, alphas)"
     weights, norms = fetch_full_precision_model(result[0], "awq_fold", with_norms=True)
     folded = Engine(rebuilt_weights(weights, norms))
