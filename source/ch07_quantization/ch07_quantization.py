@@ -252,7 +252,12 @@ for _bad, _why in ((torch.tensor([[1.0, float("nan")] * 16]), "NaN"), (torch.ran
 
 # A property, checked on examples hypothesis draws: any shape, scale of values, group size,
 # format, and an outlier or a constant group, the error stays within half a step.
+import tempfile
+
 from hypothesis import given, settings, strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
+
+set_hypothesis_home_dir(tempfile.mkdtemp(prefix="hypothesis-"))  # its caches stay out of this folder
 
 
 @settings(max_examples=40, deadline=None, derandomize=True, database=None)
