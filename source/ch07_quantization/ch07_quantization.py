@@ -1725,16 +1725,17 @@ plt.show()
 # How to read it. The KL column is the ranking: it measures how far each quantized model's
 # predictions moved from the FP32 model's, and both calibrated methods move them less than
 # RTN at the same bits and group size, GPTQ by far the most here. The perplexity column
-# moves by hundredths on a model whose perplexity is near 90, where a different slice of
-# held-out text moves it by more; read it as "INT4 costs this model almost nothing", not
-# as a ranking. On large models, which have outlier channels and a perplexity near 5, the
-# same methods separate clearly in perplexity: on Llama-2-7B at INT4 g128, RTN costs
-# +0.26, GPTQ +0.22 and AWQ +0.13 [@lin2024-awq].
+# moves by a few tenths at most, on a model whose perplexity is near 90, and in no
+# consistent order: a method closer to FP32 in every prediction can land a little above
+# RTN on this text and a little below on another slice. Read it as "INT4 costs this model
+# almost nothing", not as a ranking. On large models, which have outlier channels and a
+# perplexity near 5, the same methods separate clearly in perplexity: on Llama-2-7B at
+# INT4 g128, RTN costs +0.26, GPTQ +0.22 and AWQ +0.13 [@lin2024-awq].
 #
 # QAT is in a different position. Its row starts from a model trained to *compensate*
 # rounding rather than from the FP32 weights, and its cost is a fine-tuning run, not a
-# calibration pass: here a few dozen distillation steps, at scale thousands of
-# steps on many GPUs. torchao's int4 weight-only QAT recipe on Llama-3-8B recovered only
+# calibration pass: here a few dozen distillation steps; torchao's Llama-3-8B runs
+# trained 5,000 steps on 6–8 A100s [@torchao-qat]. torchao's int4 weight-only QAT recipe on Llama-3-8B recovered only
 # about 12 % of the PTQ perplexity loss on WikiText (10.311 → 10.134 against 8.858 in
 # full precision) [@torchao-qat]; in the slime/SGLang RL runs, what INT4 QAT buys is that
 # training and rollout use the same INT4 weights, and the rollout's log-probabilities stay
