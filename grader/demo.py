@@ -8,10 +8,10 @@ Chapter 1:
   exits_at_import   os._exit() when its code is loaded     -> zero, nothing else harmed
   deleted_cells     the reference with its test cells and its read-only setup cell
                     deleted -> full marks (the cells are put back and graded)
+  one_syntax_error  the reference with a syntax error in one exercise
+                    -> full marks on every other exercise
 Chapter 5:
   attention_only    only exercise 1 written                -> exactly that cell's points
-  one_syntax_error  the reference with a syntax error in its last exercise
-                    -> full marks on every other exercise
   renamed_chapter   attention_only saved under another file name -> graded as chapter
                     5's notebook, and the log says so
 
@@ -46,8 +46,9 @@ EXITS_AT_IMPORT = "import os\nos._exit(3)  # leaves as soon as the code is loade
 # suites are proven directly against its reference and controls (tests/grader).
 DEMO_TARGETS = {
     "ch01_why_optimize": {"never_returns": "cost_per_million_tokens",
-                          "partly_wrong": "cost_ignores_utilization"},
-    "ch05_kv_cache": {"only": "attention_solution", "syntax_error": "prefix_cache_solution"},
+                          "partly_wrong": "cost_ignores_utilization",
+                          "syntax_error": "q_roi_claim_solution"},
+    "ch05_kv_cache": {"only": "attention_solution"},
 }
 DEMO_CHAPTERS = tuple(course_config.chapter(slug) for slug in DEMO_TARGETS)
 
@@ -113,13 +114,12 @@ def demo_submissions(chapter: course_config.Chapter, course_dir: Path) -> dict[s
         file = f"{name}.ipynb"
         if "only" in targets:
             only = solved(release_nb, source_nb, only=targets["only"])
-            broken = copy.deepcopy(reference)
-            cell = next(c for c in broken.cells if c.metadata.get("nbgrader", {}).get("grade_id") == targets["syntax_error"])
-            cell.source = cell.source.replace("def ", "def def ", 1)  # one typo, one cell
             students.setdefault("attention_only", {})[file] = only
-            students.setdefault("one_syntax_error", {})[file] = broken
             students.setdefault("renamed_chapter", {})[f"{name}-Copy1.ipynb"] = only
             continue
+        broken = copy.deepcopy(reference)
+        cell = next(c for c in broken.cells if c.metadata.get("nbgrader", {}).get("grade_id") == targets["syntax_error"])
+        cell.source = cell.source.replace("def ", "def def ", 1)  # one typo, one cell
         deleted = copy.deepcopy(reference)
         deleted.cells = [c for c in deleted.cells if not c.metadata.get("nbgrader", {}).get("grade")
                          and not (c.metadata.get("nbgrader", {}).get("locked") and c.cell_type == "code")]
@@ -130,6 +130,7 @@ def demo_submissions(chapter: course_config.Chapter, course_dir: Path) -> dict[s
             "never_returns": with_code(reference, NEVER_RETURNS.format(name=targets["never_returns"])),
             "exits_at_import": with_code(reference, EXITS_AT_IMPORT, first=True),
             "deleted_cells": deleted,
+            "one_syntax_error": broken,
         }.items():
             students.setdefault(student, {})[file] = nb
     return students

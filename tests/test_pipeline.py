@@ -11,7 +11,7 @@ import pytest
 
 import course_config
 from course_config import ROOT
-from grader.demo import DEMO_CHAPTERS, grade_demo_class
+from grader.demo import DEMO_CHAPTERS, grade_demo_class, solved
 from grader.notebook import graded_suites, source_notebook
 
 CHAPTER = DEMO_CHAPTERS[0]
@@ -35,28 +35,34 @@ def test_demo_class_scores(demo):
     assert 0 < row("never_returns")["score"] < full, "a hang costs only the tests it touches"
     assert row("exits_at_import")["score"] == 0, "code that exits when loaded earns nothing"
     assert row("deleted_cells")["score"] == full, "deleted test and setup cells are restored and graded"
+    points = {grade_id: p for grade_id, _, p in graded_suites(source_notebook(CHAPTER.slug, CHAPTER.notebooks[0])[0], CHAPTER.slug)}
+    assert row("one_syntax_error")["score"] == full - points["q_roi_claim"], "a typo costs only its exercise"
 
 
 def test_partial_work_gets_exactly_its_points(demo):
-    """Chapter 5: one exercise done earns that cell's points; one syntax error costs only
-    its own exercise; a renamed notebook is graded as its chapter's."""
+    """Chapter 5: one exercise done earns that cell's points; a renamed notebook is graded
+    as its chapter's."""
     _, table = demo
     ch05 = course_config.chapter("ch05")
     points = {grade_id: p for grade_id, _, p in graded_suites(source_notebook(ch05.slug, ch05.notebooks[0])[0], ch05.slug)}
-    full = sum(points.values())
     row = lambda student: table[(student, ch05.slug)]  # noqa: E731
     assert row("attention_only")["score"] == points["attention"]
-    assert row("one_syntax_error")["score"] == full - points["prefix_cache"]
     assert row("renamed_chapter")["score"] == points["attention"]
 
 
-def test_check_reports_exactly_the_points_of_the_one_exercise_done(demo):
-    course_dir, _ = demo
-    ch05 = course_config.chapter("ch05")
-    run = _check(course_dir / "submitted" / "renamed_chapter" / ch05.slug / f"{ch05.notebooks[0]}-Copy1.ipynb")
-    points = {grade_id: p for grade_id, _, p in graded_suites(source_notebook(ch05.slug, ch05.notebooks[0])[0], ch05.slug)}
-    assert "graded as ch05_kv_cache/ch05_kv_cache.ipynb" in run.stdout
-    expected = f"-Copy1.ipynb: {points['attention']:g} / {sum(points.values()):g} points"
+def test_check_reports_exactly_the_points_of_the_one_exercise_done(tmp_path):
+    """`grader check` on a copy saved under another name (as JupyterLab's "Duplicate"
+    does), with one exercise written: graded as the chapter's notebook, that cell's points."""
+    name = CHAPTER.notebooks[0]
+    release = nbformat.read(ROOT / "release" / CHAPTER.slug / f"{name}.ipynb", as_version=4)
+    source = source_notebook(CHAPTER.slug, name)[0]
+    path = tmp_path / CHAPTER.slug / f"{name}-Copy1.ipynb"
+    path.parent.mkdir()
+    nbformat.write(solved(release, source, only="roi_solution"), path)
+    run = _check(path)
+    points = {grade_id: p for grade_id, _, p in graded_suites(source, CHAPTER.slug)}
+    assert f"graded as {CHAPTER.slug}/{name}.ipynb" in run.stdout
+    expected = f"-Copy1.ipynb: {points['roi']:g} / {sum(points.values()):g} points"
     assert expected in run.stdout, run.stdout[-3000:] + run.stderr[-2000:]
 
 
