@@ -169,7 +169,7 @@ def quantize_int4(w, group_size=128, symmetric=True):
         absmax = groups.abs().amax(dim=-1)  # (out, G)
         scales = torch.where(absmax > 0, absmax / 7, torch.ones_like(absmax))
         zeros = torch.full_like(scales, 8.0)
-        q = torch.round(groups / scales[..., None]).clamp(-7, 7)  # (out, G, g)
+        q = torch.round(groups / scales[..., None]).clamp(-7, 7)  # (out, G, g), signed
     else:
         lo = groups.amin(dim=-1).clamp(max=0)  # (out, G): 0 always lies on the grid
         hi = groups.amax(dim=-1).clamp(min=0)
@@ -379,7 +379,8 @@ def quantize_engine_rtn(engine, group_size=128, symmetric=True):
     ### BEGIN SOLUTION
     weights = engine.weights.map_linears(
         lambda name, weight: Int4Linear.from_weight(weight, group_size, symmetric))
-    return Engine(weights, engine.attention, engine.eos_token_id, engine.pad_token_id)
+    return Engine(weights, engine.attention, eos_token_id=engine.eos_token_id,
+                  pad_token_id=engine.pad_token_id)
     ### END SOLUTION
 
 
@@ -1533,7 +1534,8 @@ def serving_memory_gb(n_params, bits_per_weight, group_size, n_layers, n_kv_head
     if group_size is not None:
         weights += n_params / group_size * (scale_bytes + zero_bytes)
     kv_cache = 2 * n_layers * n_kv_heads * head_dim * kv_tokens * kv_bytes_per_element
-    activations = step_tokens * (hidden_size + 2 * intermediate_size) * activation_bytes_per_element
+    live_elements = step_tokens * (hidden_size + 2 * intermediate_size)  # residual, gate, up
+    activations = live_elements * activation_bytes_per_element
     parts = {"weights": weights, "kv_cache": kv_cache, "activations": activations}
     parts["total"] = weights + kv_cache + activations
     return {name: value / 1e9 for name, value in parts.items()}
@@ -1734,8 +1736,8 @@ plt.show()
 #
 # QAT is in a different position. Its row starts from a model trained to *compensate*
 # rounding rather than from the FP32 weights, and its cost is a fine-tuning run, not a
-# calibration pass: here a few dozen distillation steps; torchao's Llama-3-8B runs
-# trained 5,000 steps on 6–8 A100s [@torchao-qat]. torchao's int4 weight-only QAT recipe on Llama-3-8B recovered only
+# calibration pass: here a few dozen distillation steps; torchao's headline Llama-3-8B
+# run trained 5,000 steps on 6–8 A100s [@torchao-qat]. torchao's int4 weight-only QAT recipe on Llama-3-8B recovered only
 # about 12 % of the PTQ perplexity loss on WikiText (10.311 → 10.134 against 8.858 in
 # full precision) [@torchao-qat]; in the slime/SGLang RL runs, what INT4 QAT buys is that
 # training and rollout use the same INT4 weights, and the rollout's log-probabilities stay
