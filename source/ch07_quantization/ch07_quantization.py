@@ -1737,13 +1737,13 @@ plt.show()
 # QAT is in a different position. Its row starts from a model trained to *compensate*
 # rounding rather than from the FP32 weights, and its cost is a fine-tuning run, not a
 # calibration pass: here a few dozen distillation steps; torchao's headline Llama-3-8B
-# run trained 5,000 steps on 6–8 A100s [@torchao-qat]. torchao's int4 weight-only QAT recipe on Llama-3-8B recovered only
-# about 12 % of the PTQ perplexity loss on WikiText (10.311 → 10.134 against 8.858 in
-# full precision) [@torchao-qat]; in the slime/SGLang RL runs, what INT4 QAT buys is that
-# training and rollout use the same INT4 weights, and the rollout's log-probabilities stay
-# as close to training's as BF16's [@lmsys2026-int4-qat]. Where the deployed weights must
-# be exactly those the training saw, QAT is the method; where the model is fixed, a
-# calibrated PTQ method comes first.
+# run trained 5,000 steps on 6–8 A100s [@torchao-qat]. torchao's int4 weight-only QAT
+# recipe on Llama-3-8B recovered only about 12 % of the PTQ perplexity loss on WikiText
+# (10.311 → 10.134 against 8.858 in full precision) [@torchao-qat]; in the slime/SGLang
+# RL runs, what INT4 QAT buys is that training and rollout use the same INT4 weights, and
+# the rollout's log-probabilities stay as close to training's as BF16's
+# [@lmsys2026-int4-qat]. Where the deployed weights must be exactly those the training
+# saw, QAT is the method; where the model is fixed, a calibrated PTQ method comes first.
 #
 # ### A real model: SmolLM2-135M · 真实模型演示
 #
