@@ -918,6 +918,8 @@ _err_rtn = (_x @ (dequantize_int4(*quantize_int4(_w, 32), 32) - _w).T).pow(2).me
 assert _err_gptq < 0.8 * _err_rtn, (f"output error {_err_gptq:.3g} against RTN's {_err_rtn:.3g}: is each "
                                     f"column's error propagated to the columns not yet quantized?")
 gptq_engine = gptq_quantize(engine, CALIBRATION, 128)
+_check = heldout_tokens(1024)
+_kl_rtn = kl_divergence(quantize_engine_rtn(engine, 128), engine, _check)
 _kl_gptq = kl_divergence(gptq_engine, engine, _check)
 assert _kl_gptq < _kl_rtn, f"GPTQ's KL from FP32 ({_kl_gptq:.5f}) must be below RTN's ({_kl_rtn:.5f}) at g128"
 print(f"one layer: output error {_err_gptq:.3g} (RTN {_err_rtn:.3g}); model, g128, KL from FP32: "
