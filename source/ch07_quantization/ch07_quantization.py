@@ -614,11 +614,11 @@ def fp16_scales(absmax):
 def int4_codes(weight, scales, group_size):
     """Symmetric INT4 codes of `weight` (out, in) for given scales (out, in // group_size):
     (codes uint8 = clamp(round(w / s), -7, 7) + 8, scales, zeros = 8), quantize_int4's format."""
-    out_features, in_features = weight.shape
-    groups = weight.float().reshape(out_features, in_features // group_size, group_size)
-    q = torch.round(groups / scales[..., None]).clamp(-7, 7)  # (out, G, g)
-    codes = (q + 8).to(torch.uint8).reshape(out_features, in_features)
-    return codes, scales, torch.full_like(scales, 8.0)
+    rows, columns = weight.shape
+    groups = weight.float().reshape(rows, columns // group_size, group_size)
+    q = (groups / scales[..., None]).round().clamp(-7, 7)  # (out, G, g)
+    codes = (q + 8).to(torch.uint8).reshape(rows, columns)
+    return codes, scales, scales.new_full(scales.shape, 8.0)  # zero-points: 8, the symmetric format
 
 
 def subsample(inputs, rows=256):

@@ -83,9 +83,9 @@ def reference_int4_weights(engine) -> dict:
     out = {}
     for index, layer in enumerate(engine.weights.layers):
         for name, attribute in LINEARS:
-            linear = getattr(layer, attribute)
-            out[f"layers.{index}.{name}"] = dequantized(linear.packed, linear.scales, linear.zeros,
-                                                        linear.group_size)
+            w4a16 = getattr(layer, attribute)
+            out[f"layers.{index}.{name}"] = dequantized(w4a16.packed, w4a16.scales, w4a16.zeros,
+                                                        w4a16.group_size)
     return out
 
 

@@ -37,7 +37,7 @@ def test_fold_is_output_equivalent(student):
     folded = Engine(rebuilt_weights(weights, norms))
     engine = judge_engine()
     tokens = judge_heldout()[:128][None]
-    positions = torch.arange(128)[None]
+    positions = torch.arange(128).unsqueeze(0)  # (1, T)
     gap = (folded.forward(tokens, positions) - engine.forward(tokens, positions)).abs().max().item()
     assert gap < 1e-3, (
         f"the folded model's logits differ from the original's by {gap:.2e}: each scale s that multiplies "

@@ -109,7 +109,7 @@ def test_export_matches_fake_quant(student):
             f"{name}: the exported weight is up to {gap:.2e} from the fake-quantized one: export the same "
             f"codes with the same float16 scales (absmax / 7 rounded to float16), groups of {GROUP_SIZE}")
     tokens = judge_heldout()[:96][None]
-    positions = torch.arange(96)[None]
+    positions = torch.arange(96).unsqueeze(0)  # (1, T)
     got = exported.forward(tokens, positions)
     want = Engine(rebuilt_weights(weights)).forward(tokens, positions)
     assert isinstance(got, torch.Tensor) and got.shape == want.shape, "the exported engine's forward: (1, T, V) logits"
