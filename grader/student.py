@@ -9,6 +9,7 @@ timeout, crashed (the worker died: exit, signal, memory, output limit), or a loa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import shutil
@@ -417,3 +418,21 @@ class WorkerPool:
             if worker is not None:
                 worker.stop()
         self._spare = self._current = self._baseline = None
+
+
+@contextlib.contextmanager
+def reference_worker(chapter: str, *grade_ids: str):
+    """The instructors' code of these cells of `chapter` (e.g. "setup" and a solution) in a
+    sandboxed worker of its own that never runs student code: the other side of a timing
+    comparison, so that both pay the same per-call costs and neither can touch the other."""
+    from grader.notebook import source_notebook, student_cells
+
+    ch = course_config.chapter(chapter)
+    names = {repr(grade_id) for grade_id in grade_ids}
+    cells = [c for c in student_cells(source_notebook(ch.slug, ch.notebooks[0])[0]) if c["name"] in names]
+    worker = Worker(ch.worker_memory_mb, course_config.GRADING.worker_output_bytes,
+                    course_config.GRADING.worker_threads)
+    try:
+        yield Student(worker, cells, "reference.ipynb", 300.0)
+    finally:
+        worker.stop()

@@ -4,14 +4,11 @@ each correctness test takes seconds; on a GPU it must also read K and V at a sha
 bandwidth that the reference kernel reaches in the same run, on the same card."""
 import statistics
 
-import nbformat
 import pytest
 import torch
 
-import course_config
 from course_config import THRESHOLDS
-from grader.notebook import student_cells
-from grader.student import Student, Worker
+from grader.student import reference_worker
 from _paged_data import check, dense_oracle, random_layout
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # where the kernel runs
@@ -87,18 +84,9 @@ def test_unused_slots_holding_nan_are_ignored(student):
 
 @pytest.fixture
 def reference_kernel():
-    """The instructors' kernel in a sandboxed worker of its own that never runs student
-    code, so both kernels pay the same per-call costs and neither can touch the other."""
-    ch = course_config.chapter("ch05_kv_cache")
-    path = course_config.ROOT / "source" / ch.slug / f"{ch.notebooks[0]}.ipynb"
-    cells = [c for c in student_cells(nbformat.read(path, as_version=4))
-             if c["name"] in (repr("setup"), repr("paged_attention_triton_solution"))]
-    worker = Worker(ch.worker_memory_mb, course_config.GRADING.worker_output_bytes,
-                    course_config.GRADING.worker_threads)
-    try:
-        yield Student(worker, cells, "reference.ipynb", 300.0)
-    finally:
-        worker.stop()
+    """The instructors' kernel, in a worker of its own (see `reference_worker`)."""
+    with reference_worker("ch05_kv_cache", "setup", "paged_attention_triton_solution") as reference:
+        yield reference
 
 
 @pytest.mark.points(2)

@@ -9,14 +9,11 @@ in the low nibble) and computes the oracle itself, in float64: nothing the stude
 is trusted beyond being an (M, N) tensor of x's dtype."""
 import statistics
 
-import nbformat
 import pytest
 import torch
 
-import course_config
 from course_config import THRESHOLDS
-from grader.notebook import student_cells
-from grader.student import Student, Worker
+from grader.student import reference_worker
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # where the kernel runs
 F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
@@ -119,18 +116,9 @@ def test_zero_and_scale_formats(student):
 
 @pytest.fixture
 def reference_kernel():
-    """The instructors' kernel in a sandboxed worker of its own that never runs student
-    code, so both kernels pay the same per-call costs and neither can touch the other."""
-    ch = course_config.chapter("ch07_quantization")
-    path = course_config.ROOT / "source" / ch.slug / f"{ch.notebooks[0]}.ipynb"
-    cells = [c for c in student_cells(nbformat.read(path, as_version=4))
-             if c["name"] in (repr("setup"), repr("w4a16_triton_solution"))]
-    worker = Worker(ch.worker_memory_mb, course_config.GRADING.worker_output_bytes,
-                    course_config.GRADING.worker_threads)
-    try:
-        yield Student(worker, cells, "reference.ipynb", 300.0)
-    finally:
-        worker.stop()
+    """The instructors' kernel, in a worker of its own (see `reference_worker`)."""
+    with reference_worker("ch07_quantization", "setup", "w4a16_triton_solution") as reference:
+        yield reference
 
 
 @pytest.mark.points(2)
