@@ -801,9 +801,10 @@ for _name, _variant in (("RTN", quantize_engine_rtn(engine, 128)),
 # Read the spread first. AWQ was designed for LLMs whose activations carry a few outlier
 # channels, where protecting a small fraction of the channels recovers much of the INT4
 # loss [@lin2024-awq]. The course model, small and briefly trained, has no such channels at the
-# inputs of q, k, v (the spread printed above is small there), so its scales have little
-# to protect and most of AWQ's gain here comes from choosing each group's clipping on
-# data. On a model with outliers the order reverses; the method is the same.
+# inputs of q, k, v (the spread printed above is small there), so its scales alone have
+# little to protect; choosing each group's clipping on data buys more, and the two
+# together the most. On models with outlier channels the scales are AWQ's main lever
+# [@lin2024-awq].
 
 # %% [markdown]
 # ## 4. GPTQ: compensating the rounding error
