@@ -26,6 +26,9 @@ class Chapter:
     execute_timeout_s: int = 120  # nbgrader's per-cell limit in the student kernel
     worker_memory_mb: int = 4096  # data-segment cap (RLIMIT_DATA) of one grading worker
     test_timeout_s: float = 20.0  # default wall time of one hidden test
+    # Modules a grading worker imports before the student's code (a spare does it while it
+    # waits): what the chapter's code needs; torch costs ~2 s of CPU per worker.
+    worker_imports: tuple[str, ...] = ("numpy", "torch")
 
     @property
     def short(self) -> str:
@@ -35,7 +38,7 @@ class Chapter:
 CHAPTERS: tuple[Chapter, ...] = (
     Chapter(1, "ch01_why_optimize", "Why Optimize Inference", "动机：推理优化的商业价值",
             notebooks=("ch01_why_optimize",), execute_timeout_s=10, worker_memory_mb=3072,
-            test_timeout_s=2.0),
+            test_timeout_s=2.0, worker_imports=("numpy",)),
     Chapter(2, "ch02_landscape", "The Landscape and the 2025 Trends", "技术全景与2025趋势"),
     Chapter(3, "ch03_gpu_fundamentals", "GPU Fundamentals", "GPU架构原理"),
     Chapter(4, "ch04_environment", "The Environment: Docker, vLLM, CUDA", "环境搭建（Docker、vLLM、CUDA）"),

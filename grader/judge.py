@@ -182,7 +182,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def _worker_pool(pytestconfig: pytest.Config):
     ch = course_config.chapter(pytestconfig.getoption("chapter"))
     pool = WorkerPool(ch.worker_memory_mb, course_config.GRADING.worker_output_bytes,
-                      course_config.GRADING.worker_threads)
+                      course_config.GRADING.worker_threads, ch.worker_imports)
     yield pool
     pool.close()
 

@@ -96,7 +96,8 @@ def _limit_resources(memory_mb: int, output_bytes: int) -> None:
 class Worker:
     """One sandboxed worker process, serving the tests of one suite file until it fails."""
 
-    def __init__(self, memory_mb: int, output_bytes: int, threads: int = 1):
+    def __init__(self, memory_mb: int, output_bytes: int, threads: int = 1,
+                 imports: tuple[str, ...] = ("numpy", "torch")):
         bubblewrap.check()
         # Judge-private: the student's output file lives here, opened by the judge and
         # inherited as the worker's stdout/stderr; the sandbox cannot see this folder.
@@ -108,6 +109,7 @@ class Worker:
         self._rep_read, rep_write = os.pipe()
         env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
         env.update(HOME="/tmp/home", MPLBACKEND="Agg", GRADER_WORKER_THREADS=str(threads),
+                   GRADER_WARM_IMPORTS=",".join(imports),
                    GRADER_GPU_MEMORY_FRACTION=str(course_config.GRADING.worker_gpu_memory_fraction),
                    OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                    PYTHONDONTWRITEBYTECODE="1", PYTHONHASHSEED="0")
@@ -375,8 +377,9 @@ class WorkerPool:
     for the worker's imports. One more worker, which never loads student code, serves
     the baselines."""
 
-    def __init__(self, memory_mb: int, output_bytes: int, threads: int = 1):
-        self._args = (memory_mb, output_bytes, threads)
+    def __init__(self, memory_mb: int, output_bytes: int, threads: int = 1,
+                 imports: tuple[str, ...] = ("numpy", "torch")):
+        self._args = (memory_mb, output_bytes, threads, imports)
         self._spare: Worker | None = None
         self._current: tuple[str, Worker] | None = None
         self._baseline: Worker | None = None
@@ -431,7 +434,7 @@ def reference_worker(chapter: str, *grade_ids: str):
     names = {repr(grade_id) for grade_id in grade_ids}
     cells = [c for c in student_cells(source_notebook(ch.slug, ch.notebooks[0])[0]) if c["name"] in names]
     worker = Worker(ch.worker_memory_mb, course_config.GRADING.worker_output_bytes,
-                    course_config.GRADING.worker_threads)
+                    course_config.GRADING.worker_threads, ch.worker_imports)
     try:
         yield Student(worker, cells, "reference.ipynb", 300.0)
     finally:

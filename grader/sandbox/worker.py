@@ -24,6 +24,7 @@ cell's error instead of a NameError.
 
 import ast
 import errno
+import importlib
 import linecache
 import os
 import re
@@ -102,17 +103,27 @@ def load(module, cells, filename):
     return missing
 
 
+def configure_torch() -> None:
+    """Once torch is imported: the worker's thread count and, on a GPU, its share of the
+    card (before any student code where the chapter warms torch up)."""
+    torch = sys.modules.get("torch")
+    if torch is None or getattr(configure_torch, "done", False):
+        return
+    configure_torch.done = True
+    torch.set_num_threads(int(os.environ.get("GRADER_WORKER_THREADS", "1")))
+    if torch.cuda.is_available():
+        torch.cuda.set_per_process_memory_fraction(float(os.environ.get("GRADER_GPU_MEMORY_FRACTION", "1")))
+
+
 def main():
     requests = os.fdopen(REQUESTS_FD, "rb", buffering=0)
     replies = os.fdopen(REPLIES_FD, "wb")
 
-    # Warm up what nearly every chapter imports, before any student code runs.
-    import numpy  # noqa: F401
-    import torch
-
-    torch.set_num_threads(int(os.environ.get("GRADER_WORKER_THREADS", "1")))
-    if torch.cuda.is_available():  # before any student code: its share of the card
-        torch.cuda.set_per_process_memory_fraction(float(os.environ.get("GRADER_GPU_MEMORY_FRACTION", "1")))
+    # Warm up what the chapter's code imports (a spare worker does it while it waits), before
+    # any student code runs; a chapter without torch does not pay for importing it.
+    for name in filter(None, os.environ.get("GRADER_WARM_IMPORTS", "numpy,torch").split(",")):
+        importlib.import_module(name)
+    configure_torch()
     sys.stdout = open(1, "w", buffering=1, closefd=False)
     sys.stderr = open(2, "w", buffering=1, closefd=False)
 
@@ -144,7 +155,8 @@ def main():
         return obj
 
     def sync():
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
             torch.cuda.synchronize()
 
     wire.send(replies, {"ready": True, "pid": os.getpid()})
@@ -160,6 +172,7 @@ def main():
                 sys.modules["student"] = student
                 handles.clear()
                 missing = load(student, request["cells"], request.get("filename", "notebook"))
+                configure_torch()  # the student's code imported torch where the chapter does not
                 value = sorted(set(missing.values()))  # (cell, error) of each cell that failed
             elif op == "call":
                 fn = resolve(request["target"])
