@@ -109,20 +109,26 @@ def fetch_quantized_model(quantized, group_size: int, what: str, with_norms: boo
             assert (zeros.float() == 8).all(), (
                 f"{where}: zero-points must all be 8 (symmetric INT4, the format RTN is compared in)")
             weights[f"layers.{index}.{name}"] = dequantized(packed, scales, zeros, g)
-        pair = []
-        for field in ("attention_norm", "mlp_norm"):
-            judge_norm = getattr(judge_layer, field)
-            norm = check_tensor(getattr(layer, field).value(), f"{what}: layers.{index}.{field}",
-                                tuple(judge_norm.shape), (torch.float32,))
-            assert torch.isfinite(norm).all(), f"{what}: layers.{index}.{field} must be finite"
-            if not with_norms:
-                assert torch.equal(norm, judge_norm), f"{what}: layers.{index}.{field} must stay unchanged"
-            pair.append(norm)
-        norms[index] = tuple(pair)
+        norms[index] = fetch_norms(layer, judge_layer, f"{what}: layers.{index}", with_norms)
     for field in ("embed_tokens", "lm_head", "final_norm"):
         assert torch.equal(getattr(quantized.weights, field).value(), getattr(engine.weights, field)), (
             f"{what}: weights.{field} must stay the full-precision tensor")
     return weights, (norms if with_norms else None)
+
+
+def fetch_norms(layer, judge_layer, where: str, changed: bool) -> tuple:
+    """A student's layer's two RMSNorm weights, validated: finite float32 of the right
+    shape, and equal to the judge's unless the method folds scales into them (`changed`)."""
+    pair = []
+    for field in ("attention_norm", "mlp_norm"):
+        judge_norm = getattr(judge_layer, field)
+        norm = check_tensor(getattr(layer, field).value(), f"{where}.{field}",
+                            tuple(judge_norm.shape), (torch.float32,))
+        assert torch.isfinite(norm).all(), f"{where}.{field} must be finite"
+        if not changed:
+            assert torch.equal(norm, judge_norm), f"{where}.{field} must stay unchanged"
+        pair.append(norm)
+    return tuple(pair)
 
 
 def fetch_full_precision_model(model, what: str, with_norms: bool):
@@ -140,16 +146,7 @@ def fetch_full_precision_model(model, what: str, with_norms: bool):
                                  tuple(stored.shape), (torch.float32,))
             assert torch.isfinite(value).all(), f"{what}: layers.{index}.{attribute} must be finite"
             weights[f"layers.{index}.{name}"] = value.T.contiguous()
-        pair = []
-        for field in ("attention_norm", "mlp_norm"):
-            judge_norm = getattr(judge_layer, field)
-            norm = check_tensor(getattr(layer, field).value(), f"{what}: layers.{index}.{field}",
-                                tuple(judge_norm.shape), (torch.float32,))
-            assert torch.isfinite(norm).all(), f"{what}: layers.{index}.{field} must be finite"
-            if not with_norms:
-                assert torch.equal(norm, judge_norm), f"{what}: layers.{index}.{field} must stay unchanged"
-            pair.append(norm)
-        norms[index] = tuple(pair)
+        norms[index] = fetch_norms(layer, judge_layer, f"{what}: layers.{index}", with_norms)
         for bias in ("q_bias", "k_bias", "v_bias"):
             assert getattr(layer, bias).value() is None, f"{what}: the course model has no {bias}"
     for field in ("embed_tokens", "lm_head", "final_norm"):
