@@ -97,7 +97,7 @@ class Worker:
     """One sandboxed worker process, serving the tests of one suite file until it fails."""
 
     def __init__(self, memory_mb: int, output_bytes: int, threads: int = 1,
-                 imports: tuple[str, ...] = ("numpy", "torch")):
+                 imports: tuple[str, ...] = course_config.Chapter.worker_imports):
         bubblewrap.check()
         # Judge-private: the student's output file lives here, opened by the judge and
         # inherited as the worker's stdout/stderr; the sandbox cannot see this folder.
@@ -378,7 +378,7 @@ class WorkerPool:
     the baselines."""
 
     def __init__(self, memory_mb: int, output_bytes: int, threads: int = 1,
-                 imports: tuple[str, ...] = ("numpy", "torch")):
+                 imports: tuple[str, ...] = course_config.Chapter.worker_imports):
         self._args = (memory_mb, output_bytes, threads, imports)
         self._spare: Worker | None = None
         self._current: tuple[str, Worker] | None = None
