@@ -10,10 +10,9 @@ Chapter 1:
                     deleted -> full marks (the cells are put back and graded)
   one_syntax_error  the reference with a syntax error in one exercise
                     -> full marks on every other exercise
-Chapter 5:
-  attention_only    only exercise 1 written                -> exactly that cell's points
-  renamed_chapter   attention_only saved under another file name -> graded as chapter
-                    5's notebook, and the log says so
+  roi_only          only the ROI exercise written          -> exactly that cell's points
+  renamed_chapter   roi_only saved under another file name -> graded as chapter 1's
+                    notebook, and the log says so
 
 `make course` grades it in build/demo_course and prints the table; the end-to-end test
 grades it in a temporary directory and asserts the scores.
@@ -41,14 +40,15 @@ def {name}(*args, **kwargs):
 '''
 EXITS_AT_IMPORT = "import os\nos._exit(3)  # leaves as soon as the code is loaded\n"
 
-# The chapters the demo class submits, the function each demo breaks, and the control
-# that plays the partly wrong student. One chapter proves the pipeline; every chapter's
-# suites are proven directly against its reference and controls (tests/grader).
+# The chapters the demo class submits, the function each demo breaks, the control that
+# plays the partly wrong student and the one exercise the partial students write. One
+# chapter proves the pipeline (its workers start in a second, without torch); every
+# chapter's suites are proven directly against its reference and controls (tests/grader).
 DEMO_TARGETS = {
     "ch01_why_optimize": {"never_returns": "cost_per_million_tokens",
                           "partly_wrong": "cost_ignores_utilization",
-                          "syntax_error": "q_roi_claim_solution"},
-    "ch05_kv_cache": {"only": "attention_solution"},
+                          "syntax_error": "q_roi_claim_solution",
+                          "only": "roi_solution"},
 }
 DEMO_CHAPTERS = tuple(course_config.chapter(slug) for slug in DEMO_TARGETS)
 
@@ -112,11 +112,7 @@ def demo_submissions(chapter: course_config.Chapter, course_dir: Path) -> dict[s
         source_nb = nbformat.read(ROOT / "source" / chapter.slug / f"{name}.ipynb", as_version=4)
         reference = solved(release_nb, source_nb)
         file = f"{name}.ipynb"
-        if "only" in targets:
-            only = solved(release_nb, source_nb, only=targets["only"])
-            students.setdefault("attention_only", {})[file] = only
-            students.setdefault("renamed_chapter", {})[f"{name}-Copy1.ipynb"] = only
-            continue
+        only = solved(release_nb, source_nb, only=targets["only"])
         broken = copy.deepcopy(reference)
         cell = next(c for c in broken.cells if c.metadata.get("nbgrader", {}).get("grade_id") == targets["syntax_error"])
         cell.source = cell.source.replace("def ", "def def ", 1)  # one typo, one cell
@@ -131,8 +127,11 @@ def demo_submissions(chapter: course_config.Chapter, course_dir: Path) -> dict[s
             "exits_at_import": with_code(reference, EXITS_AT_IMPORT, first=True),
             "deleted_cells": deleted,
             "one_syntax_error": broken,
+            "roi_only": only,
         }.items():
             students.setdefault(student, {})[file] = nb
+        if len(chapter.notebooks) == 1:
+            students.setdefault("renamed_chapter", {})[f"{name}-Copy1.ipynb"] = only
     return students
 
 

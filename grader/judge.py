@@ -81,8 +81,13 @@ def _judged_path(cells: list[dict], suites: list[str], chapter: str, filename: s
     return Path(folder) / f"{key.hexdigest()}.json"
 
 
-def run_suites(cells: list[dict], suites: list[str], *, chapter: str, filename: str = "notebook") -> dict[str, SuiteResult]:
-    """The verdicts, judged once: see `_judge`."""
+def run_suites(cells: list[dict], suites: list[str], *, chapter: str, filename: str = "notebook",
+               until_first_failure: bool = False) -> dict[str, SuiteResult]:
+    """The verdicts, judged once: see `_judge`. `until_first_failure` (for proving negative
+    controls, never for grading) stops the run at the first test that fails; the tests
+    after it are recorded as not run."""
+    if until_first_failure:
+        return _judge(cells, suites, chapter=chapter, filename=filename, maxfail=1)
     kept = _judged_path(cells, suites, course_config.chapter(chapter).slug, filename)
     if kept is not None and kept.is_file():
         return {s: SuiteResult(s, [TestResult(**t) for t in tests])
@@ -93,7 +98,8 @@ def run_suites(cells: list[dict], suites: list[str], *, chapter: str, filename: 
     return results
 
 
-def _judge(cells: list[dict], suites: list[str], *, chapter: str, filename: str) -> dict[str, SuiteResult]:
+def _judge(cells: list[dict], suites: list[str], *, chapter: str, filename: str,
+           maxfail: int = 0) -> dict[str, SuiteResult]:
     """Grade the student's code cells against each named suite, out of process.
 
     The judge's pytest process writes its records into a folder of this process's own
@@ -114,12 +120,15 @@ def _judge(cells: list[dict], suites: list[str], *, chapter: str, filename: str)
     with tempfile.TemporaryDirectory(prefix="grader-judge-") as tmp:
         source_file, results_file = Path(tmp) / "student_cells.json", Path(tmp) / "results.json"
         source_file.write_text(json.dumps(cells))
-        env = dict(os.environ, PYTHONPATH=str(course_config.ROOT), PYTHONDONTWRITEBYTECODE="1")
+        # Only the judge's own plugin: the environment's (nbval, xdist, anyio, hypothesis)
+        # would cost seconds of imports in every run and add nothing.
+        env = dict(os.environ, PYTHONPATH=str(course_config.ROOT), PYTHONDONTWRITEBYTECODE="1",
+                   PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
         command = [
             sys.executable, "-m", "pytest", "-q", "-p", "grader.judge", "-p", "no:cacheprovider",
             "--assert=plain", "--no-header", "-o", "addopts=", "-o", "filterwarnings=",
             f"--student-source={source_file}", f"--student-filename={filename}",
-            f"--results={results_file}", f"--chapter={ch.slug}",
+            f"--results={results_file}", f"--chapter={ch.slug}", f"--maxfail={maxfail}",
             *(str(suite_path(s)) for s in present),
         ]
         try:
@@ -156,10 +165,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--chapter", help="chapter slug, for its limits")
 
 
-def _hypothesis_profile() -> None:
+def _hypothesis_profile(chapter: str | None) -> None:
     """Property tests in suites: the same examples on every run (P4), no example database
     written anywhere, and no shrinking: a failing submission is reported at once with
-    the example that failed, instead of spending its time budget on a minimal one."""
+    the example that failed, instead of spending its time budget on a minimal one.
+    Only for a chapter whose suites use hypothesis (importing it takes seconds)."""
+    if not chapter or not any("hypothesis" in p.read_text() for p in (SUITES_DIR / chapter).glob("*.py")):
+        return
     try:
         from hypothesis import Phase, settings
     except ImportError:
@@ -170,7 +182,7 @@ def _hypothesis_profile() -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    _hypothesis_profile()
+    _hypothesis_profile(config.getoption("chapter"))
     config.addinivalue_line("markers", "points(n): points of this test (default 1)")
     config.addinivalue_line("markers", "timeout(seconds): wall-time limit of this test")
     config.addinivalue_line("markers", "needs(device): 'cuda' tests are blocked without a GPU")

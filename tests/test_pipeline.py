@@ -40,14 +40,13 @@ def test_demo_class_scores(demo):
 
 
 def test_partial_work_gets_exactly_its_points(demo):
-    """Chapter 5: one exercise done earns that cell's points; a renamed notebook is graded
-    as its chapter's."""
+    """One exercise done earns that cell's points; a renamed notebook is graded as its
+    chapter's."""
     _, table = demo
-    ch05 = course_config.chapter("ch05")
-    points = {grade_id: p for grade_id, _, p in graded_suites(source_notebook(ch05.slug, ch05.notebooks[0])[0], ch05.slug)}
-    row = lambda student: table[(student, ch05.slug)]  # noqa: E731
-    assert row("attention_only")["score"] == points["attention"]
-    assert row("renamed_chapter")["score"] == points["attention"]
+    points = {grade_id: p for grade_id, _, p in graded_suites(source_notebook(CHAPTER.slug, CHAPTER.notebooks[0])[0], CHAPTER.slug)}
+    row = lambda student: table[(student, CHAPTER.slug)]  # noqa: E731
+    assert row("roi_only")["score"] == points["roi"]
+    assert row("renamed_chapter")["score"] == points["roi"]
 
 
 def test_check_reports_exactly_the_points_of_the_one_exercise_done(tmp_path):
