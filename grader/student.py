@@ -348,15 +348,34 @@ def cap(message: str) -> str:
     return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + "\n[... message cut]"
 
 
-def interleaved(candidate: RemoteRef, baseline: RemoteRef, make_calls, rounds: int, check=None) -> list[float]:
+def until_decided(measure, rounds: int, passes) -> list[float]:
+    """`measure(round_index)` for rounds 0, 1, ... up to `rounds`, stopping as soon as a
+    majority of `rounds` lies on one side of the threshold (`passes(value)` true for more
+    than half of them, or false for more than half). A median of `rounds` values passes
+    exactly when a majority of them does, and the median of the values measured by then
+    lies on that same side: the verdict is the one all rounds would give, and a clear
+    case (either way) costs a majority of the rounds instead of all of them."""
+    values, majority = [], rounds // 2 + 1
+    for round_index in range(rounds):
+        values.append(measure(round_index))
+        good = sum(1 for v in values if passes(v))
+        if good >= majority or len(values) - good >= majority:
+            break
+    return values
+
+
+def interleaved(candidate: RemoteRef, baseline: RemoteRef, make_calls, rounds: int, check=None,
+                passes=None) -> list[float]:
     """candidate time / baseline time, once per round, both timed by the judge.
 
     `make_calls(round)` returns fresh (candidate_calls, baseline_calls), lists of
     (args, kwargs): no repetition ever sees inputs it saw before, so remembering answers
     gains nothing. The two sides alternate which goes first. `check(round,
-    candidate_outputs, baseline_outputs)` verifies the outputs of every round."""
-    ratios = []
-    for round_index in range(rounds):
+    candidate_outputs, baseline_outputs)` verifies the outputs of every round. With
+    `passes` (the test's threshold on a ratio), rounds stop once a majority agrees
+    (`until_decided`)."""
+
+    def one_round(round_index: int) -> float:
         candidate_calls, baseline_calls = make_calls(round_index)
         if round_index % 2:
             candidate_s, candidate_out = candidate.timed(candidate_calls)
@@ -366,8 +385,11 @@ def interleaved(candidate: RemoteRef, baseline: RemoteRef, make_calls, rounds: i
             candidate_s, candidate_out = candidate.timed(candidate_calls)
         if check is not None:
             check(round_index, candidate_out, baseline_out)
-        ratios.append(candidate_s / baseline_s)
-    return ratios
+        return candidate_s / baseline_s
+
+    if passes is not None:
+        return until_decided(one_round, rounds, passes)
+    return [one_round(round_index) for round_index in range(rounds)]
 
 
 class WorkerPool:

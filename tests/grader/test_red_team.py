@@ -188,11 +188,11 @@ for i in range(4096):
 ''',
 }
 
-# Submissions: attacks that end their process alone, the others three to a notebook.
+# Submissions: attacks that end their process alone, the others five to a notebook.
 ALONE = ["kill_everything", "memory_hog", "oversized_frame", "forged_reply", "output_flood"]
 GROUPED = [name for name in ATTACKS if name not in ALONE]
 SUBMISSIONS = {f"attack_{name}": [name] for name in ALONE}
-SUBMISSIONS.update({f"attack_{'_'.join(g)}": g for g in (GROUPED[i:i + 3] for i in range(0, len(GROUPED), 3))})
+SUBMISSIONS.update({f"attack_{'_'.join(g)}": g for g in (GROUPED[i:i + 5] for i in range(0, len(GROUPED), 5))})
 
 
 def _secret_lines() -> set[str]:

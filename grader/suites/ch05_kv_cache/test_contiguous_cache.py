@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from course_config import THRESHOLDS
+from grader.student import until_decided
 
 NO_TOKEN = -1
 MIN_SPEEDUP = THRESHOLDS["ch05_kv_cache/cached_decode_speedup"].minimum
@@ -127,26 +128,27 @@ def test_cached_decoding_is_faster(student, baseline):
     want = recompute(ids, None, 3)
     assert got.tolist() == want.tolist(), "tokens differ from decoding without a cache: fix correctness first"
 
-    def marginal_step(side, calls):
+    def marginal_step(side, calls, ids_long, ids_short):
         """Seconds of one more decode step: (1 + extra) tokens minus 1 token, fresh prompts."""
         long_s, long_out = side.timed([calls(ids_long, 1 + extra)])
         short_s, _ = side.timed([calls(ids_short, 1)])
         return (long_s - short_s) / extra, long_out[0]
 
-    ratios = []
-    for round_index in range(3):  # interleaved rounds, alternating which side goes first
+    def one_round(round_index):  # interleaved rounds, alternating which side goes first
         ids_long, ids_short = prompt(), prompt()
         sides = [(student.generate_with_cache, lambda i, n: ((engine, i, None, n), {})),
                  (recompute, lambda i, n: ((i, None, n), {}))]
         timings = {}
         for index in ((0, 1) if round_index % 2 else (1, 0)):
-            timings[index] = marginal_step(*sides[index])
+            timings[index] = marginal_step(*sides[index], ids_long, ids_short)
         (cached, cached_tokens), (recomputed, recomputed_tokens) = timings[0], timings[1]
         assert cached_tokens.tolist() == recomputed_tokens.tolist(), "tokens differ while timing"
-        ratios.append(recomputed / max(cached, 1e-4))
+        return recomputed / max(cached, 1e-4)
+
+    ratios = until_decided(one_round, 3, lambda r: r >= MIN_SPEEDUP)
     ratio = statistics.median(ratios)
     print(f"recompute/cached decode step ratio {ratio:.2f}")  # the judge's log, for calibration
     assert ratio >= MIN_SPEEDUP, (
         f"at sequence length ~{prompt_len + extra}, a cached decode step was only {ratio:.1f}x faster "
-        f"than recomputing the whole prefix (median of 3 rounds); at least {MIN_SPEEDUP:g}x is expected. Feed the "
+        f"than recomputing the whole prefix (median of up to 3 rounds); at least {MIN_SPEEDUP:g}x is expected. Feed the "
         f"engine only the new token after the prefill, and do not copy the whole cache at each step")

@@ -60,7 +60,7 @@ def test_unused_slots_hold_nan(student):
 @pytest.mark.fresh_worker
 @pytest.mark.timeout(120)
 def test_within_a_factor_of_dense(student, baseline):
-    """after correctness: at most 16x the time of dense sdpa on the same data (median of 5 rounds)"""
+    """after correctness: at most 16x the time of dense sdpa on the same data (median of up to 5 rounds)"""
     gen = torch.Generator().manual_seed(507)
     B, H, H_kv, D, block_size, context, calls = 8, 8, 2, 32, 16, 512, 20
     args = random_layout(gen, B, H, H_kv, D, block_size, context, full=True)
@@ -87,9 +87,10 @@ def test_within_a_factor_of_dense(student, baseline):
         i = int(torch.randint(calls, (1,), generator=gen))
         check(outputs[i], dense_oracle(queries[i], kc, vc, tables_each[i], lens), "while timing")
 
-    ratio = statistics.median(interleaved(student.paged_attention, sdpa, make_calls, 5, check_round))
+    ratio = statistics.median(interleaved(student.paged_attention, sdpa, make_calls, 5, check_round,
+                                          passes=lambda r: r <= MAX_SLOWDOWN_VS_DENSE))
     print(f"paged/dense time ratio {ratio:.2f}")  # the judge's log, for calibrating the bound
     assert ratio <= MAX_SLOWDOWN_VS_DENSE, (
         f"paged attention took {ratio:.1f}x the time of dense attention on the same data (median "
-        f"of 5 rounds); at most {MAX_SLOWDOWN_VS_DENSE:g}x is expected. Gather all blocks with one "
+        f"of up to 5 rounds); at most {MAX_SLOWDOWN_VS_DENSE:g}x is expected. Gather all blocks with one "
         f"indexing operation instead of a Python loop over tokens or blocks")
