@@ -3,7 +3,7 @@
 Every file's tests stay together on one worker, as `--dist loadfile` keeps them: an nbval
 notebook's cells share one kernel, and several files build an expensive module-scoped
 fixture (a graded class, a course directory) that must be built once. The exception is
-the negative controls: dozens of independent tests of up to two minutes each, in one
+the negative controls: dozens of independent tests of up to a minute each, in one
 file. Kept together they leave the other core idle for minutes; spread one by one, they
 fill both cores. (xdist's `loadgroup` cannot express this: nbval's cells take no group.)
 
