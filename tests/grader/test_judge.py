@@ -101,3 +101,22 @@ def test_feedback_explains_a_repeated_cause_once_and_leaves_passed_tests_bare():
     assert score == 2
     assert text.count("ValueError: the same cause") == 1
     assert text.count("(the same as above)") == 1  # the fourth test only, not the passed ones
+
+
+@pytest.mark.parametrize("rounds", [3, 5])
+def test_timing_rounds_stop_only_when_the_median_is_decided(rounds):
+    """`until_decided` measures fewer rounds only when the rest cannot change the verdict:
+    over every pattern of passing and failing rounds, its median passes exactly when the
+    median of all the rounds does, and a unanimous start stops at a majority."""
+    import itertools
+    import statistics
+
+    from grader.student import until_decided
+
+    line = 1.0
+    for pattern in itertools.product([0.5, 0.9, 1.1, 2.0], repeat=rounds):
+        measured = until_decided(lambda i, p=pattern: p[i], rounds, lambda v: v <= line)
+        assert list(pattern[:len(measured)]) == measured
+        assert (statistics.median(measured) <= line) == (statistics.median(pattern) <= line), pattern
+        if all(v <= line for v in pattern[:rounds // 2 + 1]) or all(v > line for v in pattern[:rounds // 2 + 1]):
+            assert len(measured) == rounds // 2 + 1
