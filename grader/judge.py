@@ -124,20 +124,14 @@ def _judge(cells: list[dict], suites: list[str], *, chapter: str, filename: str,
         # would cost seconds of imports in every run and add nothing.
         env = dict(os.environ, PYTHONPATH=str(course_config.ROOT), PYTHONDONTWRITEBYTECODE="1",
                    PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
-        command = [
-            sys.executable, "-m", "pytest", "-q", "-p", "grader.judge", "-p", "no:cacheprovider",
+        args = [
+            "-q", "-p", "grader.judge", "-p", "no:cacheprovider",
             "--assert=plain", "--no-header", "-o", "addopts=", "-o", "filterwarnings=",
             f"--student-source={source_file}", f"--student-filename={filename}",
             f"--results={results_file}", f"--chapter={ch.slug}", f"--maxfail={maxfail}",
             *(str(suite_path(s)) for s in present),
         ]
-        try:
-            run = subprocess.run(command, cwd=course_config.ROOT, env=env, capture_output=True,
-                                 text=True, timeout=course_config.GRADING.suite_timeout_s)
-            status = run.returncode
-            log = run.stdout[-3000:] + run.stderr[-3000:]
-        except subprocess.TimeoutExpired:
-            status, log = None, f"the whole suite run exceeded {course_config.GRADING.suite_timeout_s} s"
+        status, log = _run_pytest(args, env, course_config.GRADING.suite_timeout_s)
         recorded = json.loads(results_file.read_text()) if results_file.exists() else {}
     if status not in (0, 1):
         print(f"grader: the judge's run of {', '.join(present)} ended with status {status}:\n{log}",
@@ -151,6 +145,17 @@ def _judge(cells: list[dict], suites: list[str], *, chapter: str, filename: str,
         else:
             results[s].tests.extend(TestResult(**t) for t in tests)
     return results
+
+
+def _run_pytest(args: list[str], env: dict, timeout_s: float) -> tuple[int | None, str]:
+    """`python -m pytest args` in the judge's own process: (its exit status, or None after
+    `timeout_s`; the tail of its output)."""
+    try:
+        run = subprocess.run([sys.executable, "-m", "pytest", *args], cwd=course_config.ROOT, env=env,
+                             capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return None, f"the whole suite run exceeded {timeout_s} s"
+    return run.returncode, run.stdout[-3000:] + run.stderr[-3000:]
 
 
 # ---------------------------------------------------------------------------------------

@@ -267,6 +267,49 @@ class LlamaWeights:
                    rope_inv_freq=inv_freq, rope_scale=1.0)
 
     @classmethod
+    def from_checkpoint(cls, name: str = "course-lm") -> "LlamaWeights":
+        """A course model's weights read straight from its folder (config.json and
+        model.safetensors), without `transformers`: the same tensors as
+        `from_model(load_model(name))` for a plain Llama checkpoint, in a fraction of the
+        start-up time (importing transformers' Llama costs seconds of CPU, which every
+        grading worker would pay). Other architectures: use `from_model`."""
+        import json
+        from pathlib import Path
+
+        from safetensors.torch import load_file
+
+        import course_config
+
+        folder = Path(course_config.MODELS.get(name, name))
+        config = json.loads((folder / "config.json").read_text())
+        rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+        if (config.get("model_type") != "llama" or rope.get("rope_type", "default") != "default"
+                or config.get("attention_bias") or config.get("mlp_bias")):
+            raise NotImplementedError(f"{name}: only plain Llama checkpoints load without "
+                                      f"transformers; use from_model(load_model(name))")
+        tensors = load_file(str(folder / "model.safetensors"))
+        prefix = "model.layers.{}."
+        layers = tuple(
+            LayerWeights(**{field_name: tensors[prefix.format(i) + key] for field_name, key in (
+                ("attention_norm", "input_layernorm.weight"),
+                ("q_proj", "self_attn.q_proj.weight"), ("k_proj", "self_attn.k_proj.weight"),
+                ("v_proj", "self_attn.v_proj.weight"), ("o_proj", "self_attn.o_proj.weight"),
+                ("mlp_norm", "post_attention_layernorm.weight"),
+                ("gate_proj", "mlp.gate_proj.weight"), ("up_proj", "mlp.up_proj.weight"),
+                ("down_proj", "mlp.down_proj.weight"))})
+            for i in range(config["num_hidden_layers"]))
+        head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+        theta = rope.get("rope_theta", config.get("rope_theta", 10000.0))
+        # as transformers computes the default RoPE frequencies, bit for bit
+        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+        embed = tensors["model.embed_tokens.weight"]
+        return cls(n_heads=config["num_attention_heads"], n_kv_heads=config["num_key_value_heads"],
+                   head_dim=head_dim, rms_norm_eps=config["rms_norm_eps"], embed_tokens=embed,
+                   layers=layers, final_norm=tensors["model.norm.weight"],
+                   lm_head=embed if config.get("tie_word_embeddings") else tensors["lm_head.weight"],
+                   rope_inv_freq=inv_freq, rope_scale=1.0)
+
+    @classmethod
     def from_model(cls, model) -> "LlamaWeights":
         """The model's tensors as views (no copy), plus the stacked copies of LayerWeights."""
         config = model.config
@@ -425,6 +468,24 @@ class Engine:
         eos = eos[0] if isinstance(eos, (list, tuple)) else eos  # several EOS ids: use the first
         return cls(LlamaWeights.from_model(model), attention, eos_token_id=eos,
                    pad_token_id=generation.pad_token_id)
+
+    @classmethod
+    def from_checkpoint(cls, name: str = "course-lm", attention: Attention = causal_attention) -> "Engine":
+        """`from_model(load_model(name))` without `transformers`, for a plain Llama
+        checkpoint such as the course models (see `LlamaWeights.from_checkpoint`)."""
+        import json
+        from pathlib import Path
+
+        import course_config
+
+        folder = Path(course_config.MODELS.get(name, name))
+        settings = json.loads((folder / "config.json").read_text())
+        if (folder / "generation_config.json").is_file():
+            settings.update(json.loads((folder / "generation_config.json").read_text()))
+        eos = settings.get("eos_token_id")
+        eos = eos[0] if isinstance(eos, (list, tuple)) else eos
+        return cls(LlamaWeights.from_checkpoint(name), attention, eos_token_id=eos,
+                   pad_token_id=settings.get("pad_token_id"))
 
     def attention_block(self, layer_index: int, x: Tensor, rope: tuple[Tensor, Tensor],
                         positions: Tensor, kv_cache: KVCache | None,

@@ -116,3 +116,24 @@ def test_corrupt_config_and_tokenizer_say_how_to_rebuild(tmp_path):
 def test_unknown_hub_id_is_not_downloaded():
     with pytest.raises(ModelNotFoundError, match="never downloads"):
         load_model("no-such-org/no-such-model")
+
+
+@pytest.mark.parametrize("name", ["course-lm", "course-lm-draft"])
+def test_engine_from_checkpoint_equals_engine_from_transformers(name):
+    """Grading workers build the engine from the checkpoint folder: the same tensors, the
+    same logits bit for bit and the same EOS/padding as from the transformers model, and
+    transformers is never imported for it (it costs seconds of CPU per process)."""
+    import torch
+
+    from llmopt.engine import Engine
+
+    direct, via_transformers = Engine.from_checkpoint(name), Engine.from_model(load_model(name))
+    assert (direct.eos_token_id, direct.pad_token_id) == (via_transformers.eos_token_id, via_transformers.pad_token_id)
+    ids = torch.randint(3, 4096, (2, 24), generator=torch.Generator().manual_seed(0))
+    positions = torch.arange(24).expand(2, 24)
+    assert torch.equal(direct.forward(ids, positions), via_transformers.forward(ids, positions))
+    check = "import sys; from llmopt.engine import Engine; Engine.from_checkpoint(%r); " \
+            "assert 'transformers' not in sys.modules, 'transformers was imported'" % name
+    run = subprocess.run([sys.executable, "-c", check], cwd=REPO, capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]

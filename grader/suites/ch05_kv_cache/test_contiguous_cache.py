@@ -27,10 +27,10 @@ def judge_model():
 
 
 def worker_engine(student, eos=True):
-    model = student.library("llmopt.models:load_model")("course-lm")
+    """The course engine in the worker, read from the checkpoint (no transformers there)."""
     if eos:
-        return student.library("llmopt.engine:Engine").from_model(model)
-    weights = student.library("llmopt.engine:LlamaWeights").from_model(model)
+        return student.library("llmopt.engine:Engine").from_checkpoint("course-lm")
+    weights = student.library("llmopt.engine:LlamaWeights").from_checkpoint("course-lm")
     return student.library("llmopt.engine:Engine")(weights)  # no EOS: decoding never stops early
 
 

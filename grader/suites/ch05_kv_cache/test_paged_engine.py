@@ -151,7 +151,7 @@ def test_course_model_decodes_through_scattered_blocks(student, judge_model):
     head_dim = getattr(w, "head_dim", None) or w.hidden_size // w.num_attention_heads
     num_blocks, block_size = 96, 4
     cache, live, marker = scattered_pool(student, num_blocks, block_size, n_layers, H_kv, head_dim)
-    engine = student.library("llmopt.engine:Engine").from_model(student.library("llmopt.models:load_model")("course-lm"))
+    engine = student.library("llmopt.engine:Engine").from_checkpoint("course-lm")
     batch = tokenizer(HIDDEN_PROMPTS, return_tensors="pt", padding=True)
     want = model.generate(**batch, do_sample=False, max_new_tokens=NEW_TOKENS)
     got = student.generate_paged(engine, batch.input_ids, batch.attention_mask, NEW_TOKENS, cache)

@@ -31,13 +31,13 @@ def judge_side():
     import torch
 
     from llmopt.engine import Engine
-    from llmopt.models import load_model, load_tokenizer
+    from llmopt.models import load_tokenizer
     from llmopt.serving import generate_alone
 
     torch.set_num_threads(2)
     encode = load_tokenizer("course-lm").encode
     prompts = [encode(SYSTEM + t) for t in TEXTS]
-    judge_engine = Engine.from_model(load_model("course-lm"))
+    judge_engine = Engine.from_checkpoint("course-lm")
     return prompts, [generate_alone(judge_engine, p, n) for p, n in zip(prompts, LENGTHS)]
 
 
@@ -45,8 +45,7 @@ def serve(student, judge_side, policy, **setup):
     """Serve the prompts with the student's policy and run_batch, the loop run here."""
     prompts, alone = judge_side
     log = student.library("llmopt.replay:record_served")(prompts, LENGTHS, getattr(student, policy), **setup)
-    engine = student.library("llmopt.engine:Engine").from_model(
-        student.library("llmopt.models:load_model")("course-lm"))
+    engine = student.library("llmopt.engine:Engine").from_checkpoint("course-lm")
     store = student.library("llmopt.serving:PagedKVStore").for_engine(engine, setup["num_blocks"],
                                                                        setup["block_size"])
     run_batch_on, run_batch = student.library("llmopt.replay:run_batch_on"), student.run_batch.value()

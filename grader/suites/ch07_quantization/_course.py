@@ -12,9 +12,8 @@ LINEARS = (("qkv", "qkv_t"), ("o", "o_t"), ("gate_up", "gate_up_t"), ("down", "d
 @functools.lru_cache(maxsize=1)
 def judge_engine():
     from llmopt.engine import Engine
-    from llmopt.models import load_model
 
-    return Engine.from_model(load_model("course-lm"))
+    return Engine.from_checkpoint("course-lm")
 
 
 @functools.lru_cache(maxsize=4)
@@ -25,9 +24,9 @@ def judge_tokens(n: int) -> torch.Tensor:
 
 
 def student_engine(student):
-    """The course model's Engine, built inside the student's worker (a handle)."""
-    model = student.library("llmopt.models:load_model")("course-lm")
-    return student.library("llmopt.engine:Engine").from_model(model)
+    """The course model's Engine, built inside the student's worker (a handle), read from
+    the checkpoint: the same tensors as from_model(load_model(...)), without transformers."""
+    return student.library("llmopt.engine:Engine").from_checkpoint("course-lm")
 
 
 def fetch_int4_layer(layer, out_features: int, in_features: int, what: str):
