@@ -1,8 +1,9 @@
 """The judge: runs hidden suites (pytest files) against a student's code.
 
-`run_suites` is the entry point. It starts pytest in a separate, trusted process with
-this module as a plugin; each test gets the `student` fixture: the student's code loaded
-afresh in a worker process (grader/student.py). The plugin records, per test, the points
+`run_suites` is the entry point. It runs pytest in a separate, trusted process (forked
+from a server that preloads what judges import, `_run_pytest`) with this module as a
+plugin; each test gets the `student` fixture: the student's code loaded afresh in a
+worker process (grader/student.py). The plugin records, per test, the points
 and one of the statuses below, and writes them as JSON.
 
 Statuses: passed, failed, timeout, crashed, blocked (hardware absent: the test leaves
@@ -14,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -147,15 +147,57 @@ def _judge(cells: list[dict], suites: list[str], *, chapter: str, filename: str,
     return results
 
 
-def _run_pytest(args: list[str], env: dict, timeout_s: float) -> tuple[int | None, str]:
-    """`python -m pytest args` in the judge's own process: (its exit status, or None after
-    `timeout_s`; the tail of its output)."""
+# The judge's own process is forked from a server that has imported what the judges of
+# the torch chapters import (pytest, torch, transformers: seconds of CPU per run
+# otherwise). Each run is a fresh fork of that server, which itself never runs a suite or
+# a student's code, so no run sees another's state; it holds trusted code only.
+_PRELOAD = ["pytest", "numpy", "torch", "transformers", "transformers.models.llama.modeling_llama",
+            "llmopt.engine", "llmopt.models", "grader.judge"]
+_servers = None
+
+
+def _forkserver():
+    global _servers
+    if _servers is None:
+        import multiprocessing
+
+        _servers = multiprocessing.get_context("forkserver")
+        _servers.set_forkserver_preload(_PRELOAD)
+    return _servers
+
+
+def _pytest_process(args: list[str], env: dict, log_path: str) -> None:
+    """In the forked judge process: the environment and output of a fresh `python -m
+    pytest`, then pytest itself; exits with pytest's status."""
+    code = 3
     try:
-        run = subprocess.run([sys.executable, "-m", "pytest", *args], cwd=course_config.ROOT, env=env,
-                             capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        return None, f"the whole suite run exceeded {timeout_s} s"
-    return run.returncode, run.stdout[-3000:] + run.stderr[-3000:]
+        os.environ.clear()
+        os.environ.update(env)
+        os.chdir(course_config.ROOT)
+        log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        sys.stdout = open(1, "w", closefd=False)
+        sys.stderr = open(2, "w", closefd=False)
+        code = int(pytest.main(args))
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _run_pytest(args: list[str], env: dict, timeout_s: float) -> tuple[int | None, str]:
+    """pytest with `args` in the judge's own process: (its exit status, or None after
+    `timeout_s`; the tail of its output)."""
+    with tempfile.NamedTemporaryFile(prefix="grader-judge-", suffix=".log") as log:
+        process = _forkserver().Process(target=_pytest_process, args=(args, env, log.name))
+        process.start()
+        process.join(timeout_s)
+        if process.is_alive():
+            process.kill()
+            process.join()
+            return None, f"the whole suite run exceeded {timeout_s} s"
+        return process.exitcode, Path(log.name).read_text(errors="replace")[-6000:]
 
 
 # ---------------------------------------------------------------------------------------
