@@ -123,8 +123,8 @@ def test_timing_rounds_stop_only_when_the_median_is_decided(rounds):
 
 
 def test_a_judge_run_past_its_limit_is_stopped(tmp_path):
-    """The judge's process (a fork of the preloaded server) is killed at the suite limit and
-    reported as such; a run that ends gives pytest's own exit status."""
+    """The judge's process (a fork of the preloaded server, or a plain one) is killed at the
+    suite limit and reported as such; a run that ends gives pytest's own exit status."""
     import os
     import time
 
@@ -133,8 +133,11 @@ def test_a_judge_run_past_its_limit_is_stopped(tmp_path):
     (tmp_path / "test_slow.py").write_text("import time\n\ndef test_sleeps():\n    time.sleep(60)\n")
     (tmp_path / "test_quick.py").write_text("def test_fails():\n    assert False\n")
     env = dict(os.environ, PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
-    start = time.monotonic()
-    status, log = _run_pytest(["-q", "-p", "no:cacheprovider", str(tmp_path / "test_slow.py")], env, 3.0)
-    assert status is None and "exceeded 3.0 s" in log and time.monotonic() - start < 30
-    status, log = _run_pytest(["-q", "-p", "no:cacheprovider", str(tmp_path / "test_quick.py")], env, 60.0)
-    assert status == 1 and "1 failed" in log
+    for preloaded in (True, False):
+        start = time.monotonic()
+        status, log = _run_pytest(["-q", "-p", "no:cacheprovider", str(tmp_path / "test_slow.py")], env, 3.0,
+                                  preloaded)
+        assert status is None and "exceeded 3.0 s" in log and time.monotonic() - start < 30
+        status, log = _run_pytest(["-q", "-p", "no:cacheprovider", str(tmp_path / "test_quick.py")], env, 60.0,
+                                  preloaded)
+        assert status == 1 and "1 failed" in log, log
