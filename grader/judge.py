@@ -152,7 +152,9 @@ def _judge(cells: list[dict], suites: list[str], *, chapter: str, filename: str,
 # The judge's own process is forked from a server that has imported what the judges of
 # the torch chapters import (pytest, torch, transformers: seconds of CPU per run
 # otherwise). Each run is a fresh fork of that server, which itself never runs a suite or
-# a student's code, so no run sees another's state; it holds trusted code only.
+# a student's code, so no run sees another's state; it holds trusted code only. Its
+# socket is a 0600 file in this process's private temp folder on the host: no sandbox
+# mounts the host's /tmp, and sandboxed code runs as another uid in another net namespace.
 _PRELOAD = ["pytest", "numpy", "torch", "transformers", "transformers.models.llama.modeling_llama",
             "llmopt.engine", "llmopt.models", "grader.judge"]
 _servers = None
