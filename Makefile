@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 .PHONY: setup lock notebooks release solutions course test lab grade clean
 
 # Idempotent: reinstalls only when a requirements file or pyproject.toml changed.
-setup: .venv/.installed bwrap
+setup: .venv/.installed bwrap hub-deps
 
 # Student code is graded only inside bubblewrap (grader/sandbox/bubblewrap.py). As root,
 # install it from the distribution's packages; otherwise say what to ask for.
@@ -26,6 +26,28 @@ bwrap:
 	    { apt-get update -q >/dev/null && apt-get install -y -q bubblewrap >/dev/null; }; \
 	  else echo "The grader needs bubblewrap: ask an administrator to install the 'bubblewrap' package"; exit 1; fi; }
 	@bwrap --version
+# The course hub (environment/hub/, `make hub`) and its browser test: the hub's proxy
+# from npm (pinned by package-lock.json, into environment/hub/node_modules), and, as root,
+# Debian's Chromium, which Playwright drives (it downloads no browser). Without root and
+# without Chromium the browser test is skipped, and says why.
+HUB_PROXY := environment/hub/node_modules/.bin/configurable-http-proxy
+.PHONY: hub-deps chromium
+hub-deps: $(HUB_PROXY) chromium
+$(HUB_PROXY): environment/hub/package.json environment/hub/package-lock.json
+	@command -v npm >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get install -y -q nodejs npm >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && apt-get install -y -q nodejs npm >/dev/null; }; \
+	  else echo "The course hub needs node and npm: ask an administrator to install 'nodejs' and 'npm'"; exit 1; fi; }
+	npm ci --prefix environment/hub --no-audit --no-fund --loglevel=error
+	@touch $@
+chromium:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; \
+	  else echo "No Chromium (Debian's 'chromium' package): the hub's browser test will be skipped"; fi; }
+
 .venv/.installed: environment/requirements.txt pyproject.toml
 	@test -x $(PY) || python3.11 -m venv .venv
 	$(PY) -m pip install -q -r environment/requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
@@ -77,6 +99,16 @@ test: setup
 # e.g. `make lab LAB_OPTIONS=--no-browser`.
 lab: setup
 	$(PY) -m grader.lab $(LAB_OPTIONS)
+
+# The course's JupyterHub on 127.0.0.1:$(HUB_PORT) (environment/hub/jupyterhub_config.py):
+# students get JupyterLab with an Assignments tab on the course's exchange, instructors
+# JupyterLab on the course with formgrader. Passwords: LLMOPT_HUB_PASSWORD and
+# LLMOPT_HUB_INSTRUCTOR_PASSWORD, else generated into hub/passwords.json. Ctrl-C stops it
+# and every user's server.
+HUB_PORT ?= 8000
+.PHONY: hub
+hub: setup
+	mkdir -p hub && cd hub && LLMOPT_HUB_PORT=$(HUB_PORT) $(VENV_BIN)/jupyterhub -f $(CURDIR)/environment/hub/jupyterhub_config.py
 
 # Instructors: autograde one chapter of the real course, e.g. `make grade CHAPTER=ch01`.
 grade: setup
