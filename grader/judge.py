@@ -205,7 +205,17 @@ def _run_pytest(args: list[str], env: dict, timeout_s: float, preloaded: bool = 
                 return None, f"the whole suite run exceeded {timeout_s} s"
             return status, Path(log.name).read_text(errors="replace")[-6000:]
         process = _forkserver().Process(target=_pytest_process, args=(args, env, log.name))
-        process.start()
+        # A child of the server would first re-run the caller's script as `__mp_main__`
+        # (multiprocessing's spawn preparation), i.e. the whole grading run again, when the
+        # script lacks a main guard: a module run with -m, pytest or JupyterLab is
+        # re-imported by name, harmlessly; a script is not re-run at all.
+        main = sys.modules["__main__"]
+        script = main.__dict__.pop("__file__", None) if getattr(main, "__spec__", None) is None else None
+        try:
+            process.start()
+        finally:
+            if script is not None:
+                main.__file__ = script
         process.join(timeout_s)
         if process.is_alive():
             process.kill()

@@ -49,6 +49,7 @@ visibility rule, for every layout of the cache (contiguous, paged, shared prefix
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple, Protocol, Union
 
@@ -237,6 +238,25 @@ class LlamaWeights:
             layers.append(new_layer)
         weights = copy.copy(self)
         object.__setattr__(weights, "layers", tuple(layers))
+        return weights
+
+    def with_silent_layers(self, extra: int) -> "LlamaWeights":
+        """The same model, `1 + extra` times as deep and as slow, with the same logits.
+
+        After each layer come `extra` copies of it whose output projections (o and down)
+        are zero: they compute attention and the MLP in full, then add exactly 0 to the
+        residual stream, so the logits are bit-identical while a forward pass does
+        `1 + extra` times the work. Chapter 8 uses it as a target whose perfect draft
+        model (the original) costs a known fraction of a target step. A KV cache for it
+        needs `len(weights.layers)` layers.
+        """
+        if extra < 0:
+            raise ValueError(f"extra must be >= 0, got {extra}")
+        silent = lambda layer: dataclasses.replace(  # noqa: E731
+            layer, o_proj=torch.zeros_like(layer.o_proj), down_proj=torch.zeros_like(layer.down_proj))
+        layers = tuple(x for layer in self.layers for x in (layer,) + (silent(layer),) * extra)
+        weights = copy.copy(self)
+        object.__setattr__(weights, "layers", layers)
         return weights
 
     @classmethod

@@ -180,3 +180,18 @@ def test_logits_at_gives_the_same_rows(course_models, tokenizer):
     some = engine.forward(batch.input_ids, positions, logits_at=rows)  # (B, 3, V)
     assert some.shape == (len(PROMPTS), 3, every.shape[-1])
     torch.testing.assert_close(some, every[:, rows], atol=1e-5, rtol=0)
+
+
+def test_silent_layers_keep_the_logits_and_multiply_the_work():
+    """with_silent_layers(extra): each layer followed by `extra` copies that add exactly zero."""
+    from llmopt.engine import LlamaWeights
+
+    weights = LlamaWeights.from_checkpoint("course-lm")
+    deep = weights.with_silent_layers(3)
+    assert len(deep.layers) == 4 * len(weights.layers)
+    assert deep.layers[0] is weights.layers[0] and float(deep.layers[1].o_t.abs().max()) == 0.0
+    ids = torch.randint(3, 4096, (2, 17), generator=torch.Generator().manual_seed(8))
+    positions = torch.arange(17).expand(2, 17)
+    assert torch.equal(Engine(deep).forward(ids, positions), Engine(weights).forward(ids, positions))
+    with pytest.raises(ValueError):
+        weights.with_silent_layers(-1)

@@ -1,0 +1,842 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+#   llmcourse:
+#     chapter: ch08_speculative_decoding
+# ---
+
+# %% [markdown]
+# # Chapter 8 · Speculative Decoding: from Theory to EAGLE-3
+# ## 第8章 投机采样（原理→Eagle 3）
+#
+# At batch 1 a decode step reads every weight of the model to produce one token. A
+# cheap drafter can guess the next few tokens; the big model then checks all of them in
+# one forward pass, which reads the weights once, and keeps the longest prefix it agrees
+# with. When the guesses are good and checking several tokens costs about as much as
+# producing one, several tokens come out of each pass of the big model. The rule that
+# decides which guesses to keep is what makes this *exact*: the output follows the big
+# model's distribution, token for token, whatever the drafter proposes.
+#
+# This chapter builds that rule, then speculative decoding on the course engine with the
+# course's draft model, and a cost model that says, from measurements, when speculation
+# pays and with how many drafted tokens. It measures both sides honestly: on this
+# machine's CPU the answer is "not with this drafter", and the cost model says why.
+#
+# **Learning goals · 学习目标**
+#
+# 1. Write the verification rule of speculative sampling (accept with probability
+#    $\min(1, p/q)$, resample from the residual, a bonus token) and check statistically
+#    that its output follows the target's distribution; greedy decoding is its $T \to 0$
+#    case.
+# 2. Run speculative decoding on the course engine: KV caches for both models that roll
+#    back rejected tokens, greedy output identical to the target's own.
+# 3. Model its speed: expected tokens per target pass from the acceptance rate, the best
+#    draft length from measured costs, and the acceptance rate fitted from a run.
+# 4. Say where the gain goes: why a GPU at batch 1 profits, why a CPU and a large batch
+#    do not, and what EAGLE's feature-level drafters change.
+#
+# **Why it matters in money.** At batch 1 a GPU's time per token is set by the bytes of
+# weights it reads, so tokens per forward pass is tokens per dollar. EAGLE-3 takes
+# SGLang's batch-1 decoding of Llama-3.1-8B on one H100 from 158.34 to 373.25 tokens/s
+# (2.36x) with identical outputs at temperature 0; at batch 64 the same drafter adds only
+# 1.38x to throughput [@li2025-eagle3]. Section 6 turns both into cost per million tokens.
+
+# %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false}
+import math
+import statistics
+import time
+
+import matplotlib.pyplot as plt
+import torch
+import torch.nn.functional as F
+
+import course_config
+from llmopt.engine import NO_TOKEN, Engine, KVView, LlamaWeights
+from llmopt.quality import heldout_tokens
+
+SMALL = course_config.SMALL_WORKLOAD  # True under `make test`: shorter measurements
+_ = torch.manual_seed(0)  # seed the demos; `_ =` keeps the Generator out of the output
+
+
+def course_engine(name="course-lm", silent_layers=0):
+    """A course model as an engine that never stops at EOS (every run decodes exactly the
+    tokens asked for). `silent_layers`: see LlamaWeights.with_silent_layers."""
+    return Engine(LlamaWeights.from_checkpoint(name).with_silent_layers(silent_layers))
+
+
+def held_out_prompts(n, length=32):
+    """`n` prompts of `length` tokens from the held-out split, evenly spaced, none holding
+    a special token (<|bos|> 0, <|eos|> 1, <|pad|> 2), as (1, length) tensors."""
+    stream = heldout_tokens()
+    prompts, step = [], len(stream) // (n + 1)
+    for start in range(0, len(stream) - length, 97):
+        window = stream[start:start + length]
+        if start >= len(prompts) * step and bool((window > 2).all()):
+            prompts.append(window[None].clone())
+            if len(prompts) == n:
+                break
+    return prompts
+
+
+target = course_engine("course-lm")  # 6 layers, d = 256: the model we want the tokens of
+draft = course_engine("course-lm-draft")  # 3 layers, d = 128, same tokenizer: the drafter
+
+# %% [markdown]
+# ## 1. Speculative sampling is exact
+# ### 1. 投机采样为什么是精确的
+#
+# Let $q$ be the drafter's distribution over the vocabulary at some position and $p$ the
+# target's. The drafter samples a token $x \sim q$. The verifier **accepts** it with
+# probability $\min(1, p(x)/q(x))$; if it rejects, it samples a replacement from the
+# **residual** $\mathrm{norm}(\max(0, p - q))$ and stops. Then for every token $y$
+#
+# $$P(\text{output} = y) = q(y)\min\!\left(1, \tfrac{p(y)}{q(y)}\right)
+#   + \Big(\textstyle\sum_x \max(0, q(x) - p(x))\Big)\,\frac{\max(0, p(y) - q(y))}{\sum_z \max(0, p(z) - q(z))}
+#   = \min(p(y), q(y)) + \max(0, p(y) - q(y)) = p(y),$$
+#
+# because the rejection mass $\sum_x \max(0, q - p)$ equals the residual's mass
+# $\sum_z \max(0, p - q)$ (both distributions sum to one) [@leviathan2023-speculative]
+# [@chen2023-speculative-sampling]. The output follows $p$ exactly, whatever $q$ is; a
+# good drafter only makes acceptance more likely.
+#
+# With $g$ drafted tokens $x_1 \ldots x_g$, the target computes in **one** forward pass
+# its distributions $p_1 \ldots p_{g+1}$ at the $g + 1$ positions that follow the
+# context (position $i$ sees the context and $x_1 \ldots x_{i-1}$). The verifier walks
+# the drafts in order and stops at the first rejection, replacing that token; if all $g$
+# are accepted it samples one **bonus** token from $p_{g+1}$, which the pass computed
+# anyway. Every cycle therefore yields between 1 and $g + 1$ tokens.
+#
+# **Greedy decoding is the $T \to 0$ case.** As the temperature goes to 0, softmax$(z/T)$
+# becomes one-hot on the argmax. With one-hot $p$ and $q$, $p(x)/q(x)$ is 1 when both
+# argmaxes agree and 0 otherwise, and the residual is $p$'s one-hot: the rule accepts a
+# draft exactly when it equals the target's greedy token and otherwise emits that token.
+# One function serves both modes.
+#
+# **Exercise 1 · 练习1.** Write `to_probs` and `verify`. Draw every random number from
+# `generator` (`torch.rand(..., generator=generator)`, `torch.multinomial(...,
+# generator=generator)`), so that a run is reproducible.
+
+# %% nbgrader={"grade": false, "grade_id": "verification_solution", "locked": false, "schema_version": 3, "solution": true}
+def to_probs(logits, temperature):
+    """Logits (..., V) -> probabilities (..., V) in float32 at this temperature.
+
+    temperature > 0: softmax(logits / temperature). temperature == 0: one-hot on the
+    argmax (torch.argmax's choice among ties), the limit as T -> 0. A negative
+    temperature raises ValueError.
+    """
+    ### BEGIN SOLUTION
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    logits = logits.float()
+    if temperature == 0:
+        return F.one_hot(logits.argmax(dim=-1), logits.shape[-1]).float()
+    return torch.softmax(logits / temperature, dim=-1)
+    ### END SOLUTION
+
+
+def verify(p, q, draft_tokens, generator=None):
+    """The verification of speculative sampling, for one sequence.
+
+    p: (g + 1, V) the target's probabilities at the g drafted positions and one beyond;
+    q: (g, V) the drafter's probabilities, from which draft_tokens (g,) long were sampled.
+    Returns a 1-D long tensor of n + 1 tokens: the n accepted drafts (a prefix of
+    draft_tokens), then one more: sampled from norm(max(0, p[n] - q[n])) at the first
+    rejection, or from p[g] (the bonus token) when all g drafts are accepted. Draft i is
+    accepted with probability min(1, p[i, x] / q[i, x]). Shapes that do not fit raise
+    ValueError.
+    """
+    ### BEGIN SOLUTION
+    g = draft_tokens.shape[0]
+    if draft_tokens.dim() != 1 or q.shape[0] != g or p.shape[0] != g + 1 or p.shape[1:] != q.shape[1:]:
+        raise ValueError(f"expected p (g + 1, V), q (g, V), draft_tokens (g,); got p {tuple(p.shape)}, "
+                         f"q {tuple(q.shape)}, draft_tokens {tuple(draft_tokens.shape)}")
+    out = []
+    for i in range(g):
+        x = int(draft_tokens[i])
+        u = torch.rand((), generator=generator)
+        if u * q[i, x] < p[i, x]:  # accepted with probability min(1, p / q); never when p = 0
+            out.append(x)
+            continue
+        residual = (p[i] - q[i]).clamp_min(0)
+        total = residual.sum()
+        weights = residual / total if total > 0 else p[i]  # total = 0 only through rounding
+        out.append(int(torch.multinomial(weights, 1, generator=generator)))
+        return torch.tensor(out, dtype=torch.long)
+    out.append(int(torch.multinomial(p[g], 1, generator=generator)))  # all accepted: a bonus token
+    return torch.tensor(out, dtype=torch.long)
+    ### END SOLUTION
+
+
+# %% [markdown]
+# The check below runs the rule many times on a small vocabulary, where $q$ is far from
+# $p$, and compares the frequency of the first output token with $p_1$. The statistic is
+# Pearson's $\chi^2$: for a correct rule it follows a $\chi^2$ distribution with $V - 1$
+# degrees of freedom, so a value above the 99.99th percentile (25.7 for $V = 6$) means the
+# rule is wrong, at the cost of one false alarm in ten thousand seeds. The hidden tests
+# use more samples, more positions and other distributions.
+
+# %% nbgrader={"grade": true, "grade_id": "verification", "locked": true, "points": 8, "schema_version": 3, "solution": false}
+_V = 6
+_p = torch.tensor([[0.05, 0.40, 0.05, 0.30, 0.10, 0.10], [0.2, 0.2, 0.2, 0.2, 0.1, 0.1]])
+_q = torch.tensor([[0.50, 0.05, 0.20, 0.05, 0.10, 0.10]])
+_gen = torch.Generator().manual_seed(8)
+_n = 600 if SMALL else 4000
+_counts = torch.zeros(_V)
+for _ in range(_n):
+    _x = torch.multinomial(_q[0], 1, generator=_gen)
+    _out = verify(_p, _q, _x, _gen)
+    assert _out.dtype == torch.long and _out.dim() == 1 and 1 <= len(_out) <= 2, \
+        "verify returns the accepted drafts and one more token: 1-D long, 1 to g + 1 tokens"
+    assert len(_out) == 1 or int(_out[0]) == int(_x[0]), "an accepted token is the draft itself"
+    _counts[int(_out[0])] += 1
+_chi2 = float(((_counts - _n * _p[0]) ** 2 / (_n * _p[0])).sum())
+print(f"first token: frequencies {(_counts / _n).tolist()}, target p {_p[0].tolist()}, chi2 = {_chi2:.1f}")
+assert _chi2 < 25.7, "the first output token does not follow p: accept with min(1, p/q), resample from max(0, p - q)"
+_greedy = verify(to_probs(torch.tensor([[0.0, 3, 1], [5, 0, 0]]), 0), to_probs(torch.tensor([[0.0, 3, 2]]), 0),
+                 torch.tensor([1]), _gen)
+assert _greedy.tolist() == [1, 0], "greedy: the draft equals the target's argmax, so it is kept, then the bonus"
+_greedy = verify(to_probs(torch.tensor([[4.0, 3, 1], [5, 0, 0]]), 0), to_probs(torch.tensor([[0.0, 3, 2]]), 0),
+                 torch.tensor([1]), _gen)
+assert _greedy.tolist() == [0], "greedy: a draft that is not the target's argmax is replaced by the argmax"
+assert torch.allclose(to_probs(torch.tensor([1.0, 2.0]), 1.0).sum(), torch.tensor(1.0))
+print("Visible checks passed.")
+### BEGIN HIDDEN TESTS
+from grader import grade; grade("ch08_speculative_decoding/verification")
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ### Pitfall: accepting by argmax match at $T > 0$ · 误区：采样时按argmax匹配接受
+#
+# A tempting shortcut keeps a draft when it is the target's most likely token. At
+# temperature 0 that is the rule above; at $T > 0$ it is not, and the output no longer
+# follows $p$: tokens the drafter likes and the target merely tolerates are thrown away,
+# and the replacement is always the target's argmax, so the output is more deterministic
+# than the target. The cell measures the total variation distance
+# $\tfrac12 \sum_y |\hat P(y) - p(y)|$ of each rule's first output token from $p$.
+
+# %%
+def verify_by_argmax(p, q, draft_tokens, generator=None):  # the pitfall, for comparison
+    best, g = p.argmax(dim=-1).tolist(), len(draft_tokens)
+    kept = next((i for i in range(g) if int(draft_tokens[i]) != best[i]), g)  # drafts equal to the argmax
+    last = best[kept] if kept < g else int(torch.multinomial(p[g], 1, generator=generator))
+    return torch.tensor(draft_tokens.tolist()[:kept] + [last])
+
+
+_gen = torch.Generator().manual_seed(81)
+for _name, _rule in (("min(1, p/q) + residual", verify), ("argmax match", verify_by_argmax)):
+    _counts = torch.zeros(_V)
+    for _ in range(_n):
+        _x = torch.multinomial(_q[0], 1, generator=_gen)
+        _counts[int(_rule(_p, _q, _x, _gen)[0])] += 1
+    print(f"{_name:24s} first-token TV distance from p: {0.5 * float((_counts / _n - _p[0]).abs().sum()):.3f}")
+
+# %% [markdown]
+# ## 2. Speculative decoding on the engine
+# ### 2. 在引擎上实现投机解码
+#
+# Both models keep a KV cache. A cycle of speculative decoding, for a sequence whose
+# last token is $t$:
+#
+# 1. **Draft.** The drafter decodes $g$ tokens after $t$, one at a time, with its cache,
+#    sampling each from its $q$ (greedy at $T = 0$).
+# 2. **Verify.** The target runs **one** forward pass over $[t, x_1, \ldots, x_g]$ with its
+#    cache: $g + 1$ new tokens, $g + 1$ rows of logits, the $p_1 \ldots p_{g+1}$ of
+#    section 1. (The first cycle also prefills the prompt in that same pass.)
+# 3. **Accept** with `verify`: $n$ drafts and one more token join the sequence.
+# 4. **Roll back.** Both caches now hold keys and values of drafts that were rejected.
+#    They must forget them: the next cycle's queries sit at the positions those drafts
+#    held, and would attend to them.
+#
+# The cache below appends: slot $i$ holds the $i$-th token it was given, whatever its
+# position. That is the layout of every real engine's cache for a running sequence, and
+# it is why rollback is not optional: a rejected draft's key stays visible (its position
+# is below the next query's) until it is forgotten. `truncate(n)` forgets everything
+# from slot $n$ on; nothing needs erasing, the next `update` writes over it.
+#
+# **Exercise 2 · 练习2.** Write `RollbackKVCache` (the engine's `KVCache` seam for one
+# sequence, plus `truncate`) and `speculative_generate`. Keep this invariant: at the start
+# of a cycle the target's cache holds every token of the sequence but the last; the
+# drafter's holds a prefix of that (it never saw the last token of a fully accepted
+# cycle's drafts), and it is fed what it lacks before drafting.
+
+# %% nbgrader={"grade": false, "grade_id": "speculative_decoding_solution", "locked": false, "schema_version": 3, "solution": true}
+class RollbackKVCache:
+    """A contiguous, append-only KV cache for ONE sequence (batch 1) that can forget its tail.
+
+    update(layer, keys, values, positions): keys and values (1, n_kv_heads, T, head_dim)
+    go to the next T free slots of that layer, positions (1, T) with them; returns the
+    layer's KVView of every slot filled so far (views, not copies). Writing past max_len
+    raises ValueError. `length`: the number of tokens held (after a forward pass, every
+    layer holds the same). truncate(n): forget every slot from n on (0 <= n <= length,
+    else ValueError).
+    """
+
+    def __init__(self, n_layers, n_kv_heads, head_dim, max_len, dtype=torch.float32):
+        ### BEGIN SOLUTION
+        self.keys = torch.zeros(n_layers, 1, n_kv_heads, max_len, head_dim, dtype=dtype)
+        self.values = torch.zeros_like(self.keys)
+        self.positions = torch.full((1, max_len), NO_TOKEN)
+        self.lengths = [0] * n_layers
+        self.max_len = max_len
+        ### END SOLUTION
+
+    @classmethod
+    def for_engine(cls, engine, max_len):
+        w = engine.weights
+        return cls(len(w.layers), w.n_kv_heads, w.head_dim, max_len, w.embed_tokens.dtype)
+
+    @property
+    def length(self):
+        ### BEGIN SOLUTION
+        return self.lengths[0]
+        ### END SOLUTION
+
+    def update(self, layer, keys, values, positions):
+        ### BEGIN SOLUTION
+        start = self.lengths[layer]
+        end = start + keys.shape[2]
+        if end > self.max_len:
+            raise ValueError(f"the cache holds {self.max_len} tokens; {end} were asked for")
+        self.keys[layer, :, :, start:end] = keys
+        self.values[layer, :, :, start:end] = values
+        self.positions[:, start:end] = positions  # the same for every layer
+        self.lengths[layer] = end
+        return KVView(self.keys[layer, :, :, :end], self.values[layer, :, :, :end], self.positions[:, :end])
+        ### END SOLUTION
+
+    def truncate(self, length):
+        ### BEGIN SOLUTION
+        if not 0 <= length <= self.length:
+            raise ValueError(f"cannot truncate a cache of {self.length} tokens to {length}")
+        self.lengths = [min(held, length) for held in self.lengths]
+        ### END SOLUTION
+
+
+@torch.inference_mode()
+def speculative_generate(target, draft, input_ids, max_new_tokens, gamma, temperature=0.0, generator=None):
+    """Speculative decoding of one prompt, input_ids (1, T), with `gamma` drafted tokens a cycle.
+
+    Returns (tokens, stats): tokens (1, T + max_new_tokens), the prompt and exactly
+    max_new_tokens new tokens (EOS is not special; the last cycle's extra tokens are
+    cut); stats = {"accepted": [n for each cycle]}, the number of drafts accepted in each
+    cycle, in order. At temperature 0 the tokens equal the target's greedy decoding.
+    """
+    ### BEGIN SOLUTION
+    if input_ids.dim() != 2 or input_ids.shape[0] != 1:
+        raise ValueError(f"one sequence at a time: input_ids (1, T), got {tuple(input_ids.shape)}")
+    if gamma < 1:
+        raise ValueError(f"gamma must be >= 1, got {gamma}")
+    T = input_ids.shape[1]
+    max_len = T + max_new_tokens + gamma + 1
+    target_cache = RollbackKVCache.for_engine(target, max_len)
+    draft_cache = RollbackKVCache.for_engine(draft, max_len)
+    seq = input_ids[0].tolist()
+    accepted = []
+    last = torch.tensor([-1])
+
+    def forward(engine, cache, tokens, logits_at):
+        positions = torch.arange(cache.length, cache.length + len(tokens))[None]  # batch 1: position = slot
+        return engine.forward(torch.tensor([tokens]), positions, cache, logits_at=logits_at)[0]
+
+    while len(seq) - T < max_new_tokens:
+        length = len(seq)
+        drafts, q_rows = [], []
+        feed = seq[draft_cache.length:]  # what the drafter has not seen, ending with the last token
+        for _ in range(gamma):
+            q = to_probs(forward(draft, draft_cache, feed, last)[-1], temperature)
+            x = int(q.argmax()) if temperature == 0 else int(torch.multinomial(q, 1, generator=generator))
+            drafts.append(x)
+            q_rows.append(q)
+            feed = [x]
+        feed = seq[target_cache.length:] + drafts  # the last token, then the drafts
+        rows = torch.arange(len(feed) - gamma - 1, len(feed))
+        p = to_probs(forward(target, target_cache, feed, rows), temperature)  # (gamma + 1, V)
+        out = verify(p, torch.stack(q_rows), torch.tensor(drafts), generator).tolist()
+        accepted.append(len(out) - 1)
+        seq += out
+        kept = length + len(out) - 1  # every token but the new last one
+        target_cache.truncate(kept)
+        draft_cache.truncate(min(draft_cache.length, kept))
+    return torch.tensor([seq[:T + max_new_tokens]]), {"accepted": accepted}
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "speculative_decoding", "locked": true, "points": 8, "schema_version": 3, "solution": false}
+_cache = RollbackKVCache(2, 1, 4, 8)
+_k = torch.randn(1, 1, 3, 4)
+for _layer in (0, 1):
+    _view = _cache.update(_layer, _k, -_k, torch.tensor([[0, 1, 2]]))
+assert _cache.length == 3 and torch.equal(_view.keys, _k) and _view.positions.tolist() == [[0, 1, 2]]
+_cache.truncate(1)
+for _layer in (0, 1):
+    _view = _cache.update(_layer, _k[:, :, :1] + 1, _k[:, :, :1], torch.tensor([[1]]))
+assert _cache.length == 2 and _view.positions.tolist() == [[0, 1]] and torch.equal(_view.keys[:, :, 1], _k[:, :, 0] + 1), \
+    "after truncate(1), the next token goes to slot 1 and the view holds 2 slots"
+_prompt = held_out_prompts(1)[0]
+_want = target.generate(_prompt, None, 24, kv_cache=RollbackKVCache.for_engine(target, 64))
+for _gamma in (1, 4):
+    _got, _stats = speculative_generate(target, draft, _prompt, 24, _gamma)
+    assert _got.tolist() == _want.tolist(), f"gamma = {_gamma}: greedy speculative tokens differ from the target's greedy"
+    assert len(_stats["accepted"]) < 24 and sum(n + 1 for n in _stats["accepted"]) >= 24, \
+        "each cycle yields its accepted drafts plus one token"
+print(f"gamma = 4: {len(_stats['accepted'])} target passes for 24 tokens, accepted per cycle {_stats['accepted']}")
+print("Visible checks passed.")
+### BEGIN HIDDEN TESTS
+from grader import grade; grade("ch08_speculative_decoding/speculative_decoding")
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ### Pitfall: no rollback · 误区：不回滚KV缓存
+#
+# Forget step 4 and the rejected drafts' keys stay in both caches. The next cycle's
+# tokens take the positions those drafts held, and attend to both the draft and the
+# token that replaced it. The tokens drift from the target's greedy output within a few
+# cycles, silently: no shape is wrong.
+
+# %%
+class NoRollback(RollbackKVCache):  # the pitfall: the loop forgets the rejected drafts, the cache does not
+    def __init__(self, n_layers, n_kv_heads, head_dim, max_len, dtype=torch.float32):
+        super().__init__(n_layers, n_kv_heads, head_dim, 4 * max_len, dtype)  # room for every rejected draft
+        self.held = 0  # tokens of the sequence, as the decoding loop counts them
+
+    @property
+    def length(self):
+        return self.held
+
+    def update(self, layer, keys, values, positions):
+        self.held += keys.shape[2] if layer == 0 else 0
+        return super().update(layer, keys, values, positions)
+
+    def truncate(self, length):
+        self.held = length  # the count goes back; the stored keys and values stay visible
+
+
+_saved, RollbackKVCache = RollbackKVCache, NoRollback  # speculative_generate builds its caches by this name
+try:
+    _wrong = speculative_generate(target, draft, _prompt, 24, 4)[0]
+finally:
+    RollbackKVCache = _saved
+_first = next((i for i in range(_want.shape[1]) if _wrong[0, i] != _want[0, i]), None)
+print(f"without rollback, {int((_wrong != _want).sum())} of 24 new tokens differ from greedy; "
+      f"the first at new token {None if _first is None else _first - _prompt.shape[1]}")
+
+# %% [markdown]
+# ## 3. What a cycle costs, and when speculation pays
+# ### 3. 一个周期的代价，以及投机何时划算
+#
+# Let each drafted token be accepted with probability $a$, independently (a model, not a
+# fact: acceptance depends on the text). A cycle stops at the first rejection, so it
+# yields $k + 1$ tokens when the first $k$ drafts are accepted, and the expected number
+# of tokens per target pass is
+#
+# $$\tau(a, g) = \sum_{k=0}^{g} a^k = \frac{1 - a^{g+1}}{1 - a}$$
+#
+# [@leviathan2023-speculative]: at most $g + 1$, and $1/(1 - a)$ however long the draft.
+#
+# Measure costs in units of one plain decoding step of the target. A draft step costs
+# $c$, the verifying pass over $g + 1$ tokens costs $v(g + 1)$, so a cycle costs
+# $g c + v(g + 1)$ and the speed-up over plain decoding is
+#
+# $$S = \frac{\tau(a, g)}{g\,c + v(g + 1)} .$$
+#
+# On a GPU at batch 1, where a step waits for the weights to arrive, $v(g + 1) \approx 1$
+# for small $g$: the same bytes serve $g + 1$ tokens. Leviathan et al. assume that, and
+# with $c = 0.05$, $a = 0.8$, $g = 4$ predict $\tau = 3.36$ and $S = 2.80$
+# [@leviathan2023-speculative]. The cell below measures $v$ on this machine.
+
+# %%
+def forward_costs(passes, context=48, repeats=None):
+    """Median seconds of one forward pass for each (engine, k) in `passes`: k new tokens
+    after `context` cached ones. The passes take turns, round after round, so that a burst
+    of other work on the machine slows all of them alike."""
+    repeats = repeats or (9 if SMALL else 25)
+    ids = held_out_prompts(1, context + max(k for _, k in passes))[0]
+    caches = [RollbackKVCache.for_engine(engine, context + k) for engine, k in passes]
+    times = [[] for _ in passes]
+    with torch.inference_mode():
+        for (engine, _), cache in zip(passes, caches):
+            engine.forward(ids[:, :context], torch.arange(context)[None], cache)
+        for _ in range(repeats):
+            for (engine, k), cache, bucket in zip(passes, caches, times):
+                start = time.perf_counter()
+                engine.forward(ids[:, context:context + k], torch.arange(context, context + k)[None], cache)
+                bucket.append(time.perf_counter() - start)
+                cache.truncate(context)
+    return [statistics.median(bucket) for bucket in times]
+
+
+_ks = list(range(1, 10))
+*_target_s, _draft_s = forward_costs([(target, k) for k in _ks] + [(draft, 1)])
+_step = _target_s[0]
+FORWARD_COSTS = [0.0] + [t / _step for t in _target_s]  # FORWARD_COSTS[k]: a pass over k tokens, in steps
+DRAFT_COST = _draft_s / _step
+print(f"one target step {_step * 1e3:.2f} ms; one draft-model step costs c = {DRAFT_COST:.2f} of it")
+print("target pass over k tokens, in target steps:", ", ".join(f"{k}: {FORWARD_COSTS[k]:.2f}" for k in _ks))
+
+# %% [markdown]
+# On this CPU the verifying pass is **not** flat: the matrix multiplications of a 6-layer,
+# 256-wide model are limited by arithmetic at a handful of rows, not by reading weights,
+# so $v(6)$ is well above 1. That, not the rule, decides the speed-up here.
+#
+# **Exercise 3 · 练习3.** Write the cost model: $\tau$, the speed-up, the best draft
+# length for measured costs, and the acceptance rate fitted from a run's per-cycle counts.
+# For the fit, a cycle that accepted $k < g$ drafts saw $k$ acceptances and one rejection
+# (probability $a^k (1 - a)$), a cycle that accepted all $g$ saw $g$ acceptances and no
+# rejection ($a^g$); the maximum-likelihood $a$ is the total of acceptances over the total
+# of acceptances and rejections.
+
+# %% nbgrader={"grade": false, "grade_id": "cost_model_solution", "locked": false, "schema_version": 3, "solution": true}
+def expected_tokens_per_cycle(a, gamma):
+    """tau(a, g) = (1 - a^(g+1)) / (1 - a): expected tokens per target pass (g + 1 at a = 1)."""
+    ### BEGIN SOLUTION
+    if a >= 1:
+        return float(gamma + 1)
+    return (1 - a ** (gamma + 1)) / (1 - a)
+    ### END SOLUTION
+
+
+def expected_speedup(a, gamma, draft_cost, verify_cost):
+    """tau / (gamma * draft_cost + verify_cost): costs in plain target steps; verify_cost is
+    the cost of the target's pass over gamma + 1 tokens."""
+    ### BEGIN SOLUTION
+    return expected_tokens_per_cycle(a, gamma) / (gamma * draft_cost + verify_cost)
+    ### END SOLUTION
+
+
+def best_gamma(a, draft_cost, forward_costs):
+    """The draft length g in 1 .. len(forward_costs) - 2 with the highest expected speed-up
+    (the smallest such g on a tie); forward_costs[k] is the cost of a target pass over k
+    tokens, in target steps (forward_costs[1] = 1)."""
+    ### BEGIN SOLUTION
+    gammas = range(1, len(forward_costs) - 1)
+    return max(gammas, key=lambda g: (expected_speedup(a, g, draft_cost, forward_costs[g + 1]), -g))
+    ### END SOLUTION
+
+
+def fit_acceptance(accepted, gamma):
+    """Maximum-likelihood acceptance rate from per-cycle accepted counts (each in 0..gamma)."""
+    ### BEGIN SOLUTION
+    if not accepted or any(not 0 <= n <= gamma for n in accepted):
+        raise ValueError(f"need per-cycle counts in 0..{gamma}, got {accepted!r:.80}")
+    acceptances = sum(accepted)
+    rejections = sum(1 for n in accepted if n < gamma)
+    return acceptances / (acceptances + rejections)
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "cost_model", "locked": true, "points": 6, "schema_version": 3, "solution": false}
+assert abs(expected_tokens_per_cycle(0.8, 4) - 3.3616) < 1e-9 and expected_tokens_per_cycle(1.0, 4) == 5
+assert abs(expected_speedup(0.8, 4, 0.05, 1.0) - 3.3616 / 1.2) < 1e-9, "S = tau / (g c + v)"
+assert best_gamma(0.8, 0.05, [0, 1, 1, 1, 1, 1, 1, 1, 1]) == 7, "flat verification, cheap drafts: draft long"
+assert best_gamma(0.8, 0.05, [0, 1, 1.1, 1.6, 2.2, 2.9, 3.6, 4.4]) < 4, "costly verification: draft short"
+assert fit_acceptance([4, 4, 0, 2], 4) == 10 / 12, "10 acceptances, 2 rejections"
+print("Visible checks passed.")
+### BEGIN HIDDEN TESTS
+from grader import grade; grade("ch08_speculative_decoding/cost_model")
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ### Measured against predicted · 实测与预测
+#
+# Now the real run: held-out code prompts, greedy, the draft model at several draft
+# lengths, each timed against plain cached decoding of the same prompt in the same loop.
+# The fitted $a$ and the measured costs give a predicted $\tau$ and speed-up for each $g$.
+
+# %%
+def plain_generate(engine, prompt, new_tokens):
+    cache = RollbackKVCache.for_engine(engine, prompt.shape[1] + new_tokens + 1)
+    return engine.generate(prompt, None, new_tokens, kv_cache=cache)
+
+
+def compare(target, draft, prompts, gammas, new_tokens, temperature=0.0):
+    """Per g: accepted counts of every cycle, and median speed-up (plain time / speculative
+    time, per prompt, timed alternately)."""
+    results = {}
+    for gamma in gammas:
+        accepted, ratios = [], []
+        for prompt in prompts:
+            start = time.perf_counter()
+            want = plain_generate(target, prompt, new_tokens)
+            plain_s = time.perf_counter() - start
+            start = time.perf_counter()
+            got, stats = speculative_generate(target, draft, prompt, new_tokens, gamma, temperature)
+            ratios.append(plain_s / (time.perf_counter() - start))
+            assert temperature > 0 or got.tolist() == want.tolist(), "speculative tokens differ from greedy"
+            accepted += stats["accepted"]
+        results[gamma] = accepted, statistics.median(ratios)
+    return results
+
+
+_prompts = held_out_prompts(3 if SMALL else 8)
+_new = 24 if SMALL else 64
+_gammas = [1, 3, 5] if SMALL else [1, 2, 3, 4, 5, 6]
+_runs = compare(target, draft, _prompts, _gammas, _new)
+print(f"{'g':>2} {'a fitted':>9} {'tau measured':>13} {'tau predicted':>14} {'speed-up':>9} {'predicted':>10}")
+_table = []
+for _g, (_accepted, _speedup) in _runs.items():
+    _a = fit_acceptance(_accepted, _g)
+    _tau = statistics.mean(n + 1 for n in _accepted)
+    _predicted = expected_speedup(_a, _g, DRAFT_COST, FORWARD_COSTS[_g + 1])
+    _table.append((_g, _a, _tau, expected_tokens_per_cycle(_a, _g), _speedup, _predicted))
+    print(f"{_g:>2} {_a:9.2f} {_tau:13.2f} {_table[-1][3]:14.2f} {_speedup:8.2f}x {_predicted:9.2f}x")
+
+_fig, (_left, _right) = plt.subplots(1, 2, figsize=(10, 3.6))
+_left.plot([r[0] for r in _table], [r[2] for r in _table], "o", label="measured")
+_left.plot([r[0] for r in _table], [r[3] for r in _table], "-", label="predicted from fitted a")
+_left.set(xlabel="draft length g", ylabel="tokens per target pass (tau)", title="tau")
+_right.plot([r[0] for r in _table], [r[4] for r in _table], "o", label="measured")
+_right.plot([r[0] for r in _table], [r[5] for r in _table], "-", label="predicted")
+_right.axhline(1.0, color="gray", linewidth=0.8)
+_right.set(xlabel="draft length g", ylabel="speed-up over plain decoding", title="speed-up, this CPU")
+for _ax in (_left, _right):
+    _ax.legend()
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The course's draft model agrees with the target's greedy token about half the time, and
+# a draft step costs about a quarter of a target step (it is smaller, but a step of a small
+# model is mostly fixed per-call costs). With the verifying pass well above one step, the
+# cost model predicts a slowdown at every $g$, and the measurement agrees. (The model
+# counts only forward passes; the loop's bookkeeping in Python and the drafter's pass over
+# each prompt come on top, and timings on a shared machine scatter by tens of percent:
+# read the table for its trend, not its second digit.) The model is also a guide to what
+# would change the verdict: `best_gamma` for a cheaper drafter or a flat verifying pass,
+# below.
+
+# %%
+_a_fit = fit_acceptance(_runs[_gammas[-1]][0], _gammas[-1])
+for _label, _c, _costs in (("this CPU, draft model", DRAFT_COST, FORWARD_COSTS),
+                           ("this CPU, a drafter 5x cheaper", DRAFT_COST / 5, FORWARD_COSTS),
+                           ("flat verification (a GPU at batch 1)", DRAFT_COST, [0.0] + [1.0] * (len(FORWARD_COSTS) - 1))):
+    _g = best_gamma(_a_fit, _c, _costs)
+    print(f"{_label:38s} best g = {_g}, predicted speed-up {expected_speedup(_a_fit, _g, _c, _costs[_g + 1]):.2f}x "
+          f"at a = {_a_fit:.2f}")
+
+# %% [markdown]
+# ## 4. The ideal drafter: how the cost ratio sets the gain
+# ### 4. 理想草稿模型：代价比决定收益
+#
+# To see the cost model work where speculation does pay, take a target that is $m$ times
+# as expensive as a drafter that always agrees with it: the course model with $m - 1$
+# *silent* copies of each layer (`LlamaWeights.with_silent_layers`: the copies compute
+# attention and the MLP in full and add exactly zero, so the logits are bit-identical)
+# as the target, and the plain course model as the drafter. Acceptance is then 1, $\tau =
+# g + 1$, and $c = 1/m$ up to fixed costs. The prediction uses the measured costs of this
+# deeper target; the measurement should rise with $m$ as the prediction does.
+
+# %%
+_depths = [2, 4] if SMALL else [1, 2, 4, 8]
+_g = 4
+_ideal = []
+for _m in _depths:
+    _deep = course_engine("course-lm", silent_layers=_m - 1)
+    _unit, _verify, _draft_step = forward_costs([(_deep, 1), (_deep, _g + 1), (target, 1)])
+    _c, _v = _draft_step / _unit, _verify / _unit
+    _accepted, _speedup = compare(_deep, target, _prompts[:2], [_g], _new)[_g]
+    assert all(n == _g for n in _accepted), "a drafter that is the target's twin is always accepted"
+    _ideal.append((_m, _speedup, expected_speedup(1.0, _g, _c, _v)))
+    print(f"target {_m}x the drafter: c = {_c:.2f}, v(5) = {_v:.2f}, speed-up measured {_speedup:.2f}x, "
+          f"predicted {_ideal[-1][2]:.2f}x")
+plt.figure(figsize=(5, 3.4))
+plt.plot([r[0] for r in _ideal], [r[1] for r in _ideal], "o", label="measured")
+plt.plot([r[0] for r in _ideal], [r[2] for r in _ideal], "-", label="cost model")
+plt.axhline(1.0, color="gray", linewidth=0.8)
+plt.xscale("log", base=2)
+plt.xlabel("target cost / drafter cost (m)")
+plt.ylabel("speed-up, g = 4, a = 1")
+plt.legend()
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ### The same pair in `transformers` · 同一对模型在transformers中
+#
+# `transformers` implements the same idea as *assisted generation*: `generate(...,
+# assistant_model=draft_model)`. At temperature 0 its tokens must equal plain greedy
+# decoding, and ours; it adapts the draft length as it goes. Its timing against its own
+# plain `generate` is a second, independent measurement of the same trade-off.
+
+# %%
+from transformers import GenerationConfig
+from transformers.utils import logging as transformers_logging
+
+from llmopt.models import load_model
+
+transformers_logging.set_verbosity_error()  # its notices concern its own API, not this comparison
+
+_target_hf, _draft_hf = load_model("course-lm"), load_model("course-lm-draft")
+_config = GenerationConfig(do_sample=False, max_new_tokens=_new, min_new_tokens=_new, eos_token_id=None,
+                           pad_token_id=2)  # greedy, exactly _new tokens, as ours
+_ratios = []
+for _prompt in _prompts[:2]:
+    _kwargs = dict(generation_config=_config, attention_mask=torch.ones_like(_prompt))
+    with torch.inference_mode():
+        _start = time.perf_counter()
+        _plain = _target_hf.generate(_prompt, **_kwargs)
+        _plain_s = time.perf_counter() - _start
+        _start = time.perf_counter()
+        _assisted = _target_hf.generate(_prompt, assistant_model=_draft_hf, **_kwargs)
+        _ratios.append(_plain_s / (time.perf_counter() - _start))
+    _ours = speculative_generate(target, draft, _prompt, _new, 3)[0]
+    assert _assisted.tolist() == _plain.tolist() == _ours.tolist(), "assisted, plain and ours must agree"
+print(f"transformers assisted generation: tokens equal to plain greedy and to ours; "
+      f"speed-up over its own generate {statistics.median(_ratios):.2f}x (median of {len(_ratios)} prompts)")
+
+# %% [markdown]
+# ## 5. Beyond a separate draft model: EAGLE
+# ### 5. 超越独立草稿模型：EAGLE
+#
+# The cost model says what a drafter needs: high acceptance at a small fraction of a
+# target step. A separate small model spends its whole budget relearning what the
+# target already computed. EAGLE drafts at the level of the target's features instead
+# [@li2024-eagle]: one decoder layer takes the target's last hidden state and the
+# embedding of the token just produced (concatenated, projected from $2h$ to $h$), predicts
+# the next hidden state, and reads a token through the target's own, frozen LM head. It
+# costs a fraction of one layer of the target, and it starts from everything the target
+# knows about the context.
+#
+# - **EAGLE-2** keeps the head and drafts a *tree*: the top-$k$ tokens at each step,
+#   expanded where the head is confident, all verified in one target pass with a tree
+#   attention mask (each node sees only its ancestors) [@li2024-eagle2].
+# - **EAGLE-3** fuses low, middle and high target features ($3h \to h$), trains on tokens
+#   only, and feeds the head its own predictions during training ("training-time test"),
+#   so that a draft several steps deep sees what it will see at inference
+#   [@li2025-eagle3]. On MT-bench at temperature 0 it reports $\tau = 6.13$ and 4.40x for
+#   Llama-3.1-8B-Instruct, $\tau = 6.65$ and 5.58x for Vicuna-13B.
+#
+# Those speed-ups are about 0.7 to 0.85 of $\tau$: the verifying pass is nearly flat on a
+# GPU at batch 1, and the head is nearly free. Section 3's measurements show why neither
+# holds on this CPU. The EAGLE head and the tree are the next exercises of this chapter
+# (in preparation); everything they need is here: the rule, the rollback, the cost model.
+#
+# ## 6. Batch size, money, and practice
+# ### 6. 批大小、成本与实践
+#
+# ### ROI: speculation at batch 1 and at batch 64 · ROI：批大小1与64时的投机收益
+#
+# Cost per million tokens is the GPU's price per hour over the tokens it makes in an
+# hour. On one H100 serving Llama-3.1-8B in SGLang, EAGLE-3 multiplies batch-1 decoding
+# speed by 2.36x, and throughput at batch 64 by 1.38x [@li2025-eagle3]. At batch 64 the
+# GPU is busy with 64 sequences' tokens already: verifying $g + 1$ tokens for each of
+# them is no longer free, so the extra tokens cost compute that plain decoding was using.
+# The price is an **assumption for illustration**.
+
+# %%
+ASSUMED_H100_HOURLY_USD = 2.50  # an assumption: your provider's price per H100-hour
+BATCH1_TOKENS_PER_S = 158.34  # SGLang, Llama-3.1-8B, one H100, MT-bench [@li2025-eagle3]
+EAGLE3_GAIN = {1: 373.25 / 158.34, 64: 1.38}  # batch -> throughput multiple [@li2025-eagle3]
+
+
+def cost_per_million(tokens_per_s, hourly_usd=ASSUMED_H100_HOURLY_USD):
+    return hourly_usd / (tokens_per_s * 3600) * 1e6
+
+
+print(f"batch 1: {cost_per_million(BATCH1_TOKENS_PER_S):.2f} -> "
+      f"{cost_per_million(BATCH1_TOKENS_PER_S * EAGLE3_GAIN[1]):.2f} USD per million tokens with EAGLE-3")
+for _batch, _gain in EAGLE3_GAIN.items():
+    print(f"batch {_batch:2d}: speculation keeps {1 / _gain:.0%} of the cost per token")
+
+# %% [markdown]
+# At batch 1 the saving is more than half the bill; at batch 64 about a quarter. A
+# service decides by its load: speculation buys latency and cost when the GPU is
+# waiting on memory, and little once batching has already filled it. Serving engines
+# therefore shorten the draft, or switch it off, as the batch grows.
+#
+# ### Common pitfalls · 常见误区
+#
+# Sections 1 and 2 showed two failing: accepting by argmax match at $T > 0$ (the output no
+# longer follows the target), and no rollback (tokens drift from greedy). Others:
+#
+# - Resampling a rejected token from $p$ instead of $\max(0, p - q)$: the tokens the
+#   drafter over-proposed get counted twice.
+# - Forgetting the bonus token: a fully accepted cycle yields $g$ tokens instead of
+#   $g + 1$, and $\tau$ loses its largest term.
+# - Timing with a warm cache against a cold baseline, or on different prompts:
+#   speculation's gain depends on the text, so compare on the same prompts in the same run.
+#
+# ### Practical checklist · 实战检查清单
+#
+# - At temperature 0, check token equality with the target's greedy output on many
+#   prompts; at $T > 0$, check the verifier's output distribution statistically.
+# - Measure the three numbers of the cost model on the deployment hardware: the
+#   acceptance rate on the deployment's text, the drafter's cost, and the verifying pass
+#   at each length. Choose $g$ from them, per batch-size range.
+# - Roll back every cache that saw a rejected draft, the drafter's included.
+# - Report $\tau$ and the speed-up together: $\tau$ is a property of the drafter, the
+#   speed-up of the drafter, the hardware and the batch.
+#
+# ### Questions · 思考题
+#
+# Answer each question by returning a value from its function in the cell below (the
+# grader computes the answers itself). The grader runs the answer cell with the setup and
+# exercise cells only, not the demonstrations: compute from those, or return the value.
+#
+# **Q1 · 平坦验证下的加速比.** With flat verification ($v = 1$), draft cost $c = 0.05$,
+# acceptance $a = 0.8$ and $g = 6$, what speed-up does the cost model predict? (1 %
+# tolerance.)
+#
+# **Q2 · 本机的盈亏平衡点.** On a machine where a draft step costs $c = 0.29$ target steps
+# and a verifying pass over 6 tokens costs $v(6) = 1.7$, what acceptance rate $a$ makes
+# speculation with $g = 5$ break even ($S = 1$)? (0.01 tolerance.)
+#
+# **Q3 · 大批量时收益缩小.** EAGLE-3's gain in SGLang falls from 2.36x at batch 1 to
+# 1.38x at batch 64 mainly because: **(a)** at large batch the target's pass is bound by
+# arithmetic, so verifying $g + 1$ tokens per sequence costs nearly $g + 1$ times a step;
+# **(b)** the acceptance rate falls as the batch grows; **(c)** the draft head's weights
+# no longer fit in the cache. Return `"a"`, `"b"` or `"c"`.
+
+# %% nbgrader={"grade": false, "grade_id": "questions_solution", "locked": false, "schema_version": 3, "solution": true}
+def q1_flat_verification_speedup():
+    """Q1: a number."""
+    ### BEGIN SOLUTION
+    return expected_speedup(0.8, 6, 0.05, 1.0)
+    ### END SOLUTION
+
+
+def q2_break_even_acceptance():
+    """Q2: a number in (0, 1)."""
+    ### BEGIN SOLUTION
+    low, high = 0.0, 1.0
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (middle, high) if expected_speedup(middle, 5, 0.29, 1.7) < 1 else (low, middle)
+    return (low + high) / 2
+    ### END SOLUTION
+
+
+def q3_large_batch():
+    """Q3: "a", "b" or "c"."""
+    ### BEGIN SOLUTION
+    return "a"
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "questions", "locked": true, "points": 4, "schema_version": 3, "solution": false}
+_answers = {"Q1": q1_flat_verification_speedup(), "Q2": q2_break_even_acceptance(), "Q3": q3_large_batch()}
+assert isinstance(_answers["Q1"], (int, float)) and 1 < _answers["Q1"] < 7, "Q1: a speed-up between 1 and g + 1"
+assert isinstance(_answers["Q2"], (int, float)) and 0 < _answers["Q2"] < 1, "Q2: an acceptance rate in (0, 1)"
+assert _answers["Q3"] in ("a", "b", "c"), 'Q3: return "a", "b" or "c"'
+print(", ".join(f"{_q} {_a if isinstance(_a, str) else format(_a, '.3g')}" for _q, _a in _answers.items()))
+### BEGIN HIDDEN TESTS
+from grader import grade; grade("ch08_speculative_decoding/questions")
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ## Chapter summary · 本章小结
+#
+# - Speculative sampling accepts a draft with probability $\min(1, p/q)$ and resamples a
+#   rejection from $\max(0, p - q)$: the output follows the target's distribution
+#   exactly, whatever the drafter. Greedy decoding is the $T \to 0$ case: keep a draft
+#   while it equals the target's argmax.
+# - One target pass verifies $g$ drafts and yields 1 to $g + 1$ tokens; both models'
+#   caches must forget the rejected drafts.
+# - The gain is $\tau / (g c + v(g + 1))$: acceptance, the drafter's cost and the cost of
+#   the verifying pass. On a GPU at batch 1 the pass is nearly flat and the gain follows
+#   $\tau$; on this CPU, and at large batch on a GPU, it is not, and the gain shrinks or
+#   turns into a loss. Measure all three before choosing $g$.
+# - EAGLE-class drafters raise acceptance at a fraction of a target layer's cost by
+#   drafting from the target's own features; they still pay for verification.
