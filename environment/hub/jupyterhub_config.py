@@ -20,6 +20,7 @@ Settings, from the environment (`make hub` passes them through):
                                   passwords, the users' home folders (<repository>/hub,
                                   git-ignored)
   LLMOPT_COURSE_DIR               the course directory (this repository)
+  LLMOPT_EXCHANGE_DIR             nbgrader's exchange (<course directory>/exchange)
   LLMOPT_HUB_INSTRUCTORS          instructors' user names, comma-separated ("instructor")
   LLMOPT_HUB_STUDENTS             students' user names, comma-separated (unset: any name
                                   may log in with the class password)
@@ -146,11 +147,19 @@ def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def _quiet_lab(config_dir: Path) -> None:
-    page_config = config_dir / "labconfig" / "page_config.json"
-    data = json.loads(page_config.read_text()) if page_config.exists() else {}
-    data.setdefault("disabledExtensions", {}).update({name: True for name in QUIET_LAB_PLUGINS})
-    _write_json(page_config, data)
+def _update_json(path: Path, section: str, values: dict) -> None:
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data.setdefault(section, {}).update(values)
+    _write_json(path, data)
+
+
+def _hub_lab(config_dir: Path) -> None:
+    """What every hub user's lab gets: no news pop-up, and terminals that keep the
+    server's environment (a login shell's /etc/profile would drop .venv/bin from PATH)."""
+    _update_json(config_dir / "labconfig" / "page_config.json", "disabledExtensions",
+                 {name: True for name in QUIET_LAB_PLUGINS})
+    _update_json(config_dir / "jupyter_server_config.json", "ServerApp",
+                 {"terminado_settings": {"shell_command": ["/bin/bash"]}})
 
 
 def student_config(home: Path) -> Path:
@@ -164,7 +173,7 @@ def student_config(home: Path) -> Path:
         "import os\n\n"
         "c = get_config()  # noqa: F821\n"
         'c.CourseDirectory.student_id = os.environ["JUPYTERHUB_USER"]\n')
-    _quiet_lab(config_dir)
+    _hub_lab(config_dir)
     return config_dir
 
 
@@ -182,7 +191,7 @@ def instructor_config(home: Path) -> Path:
         "c.ExchangeCollect.check_owner = False\n")
     _write_json(config_dir / "jupyter_server_config.json", {"ServerApp": {"tornado_settings": {
         "headers": {"Content-Security-Policy": "frame-ancestors 'self'"}}}})
-    _quiet_lab(config_dir)
+    _hub_lab(config_dir)
     return config_dir
 
 
@@ -202,8 +211,8 @@ def configure_server(spawner) -> None:
     if is_instructor(spawner.user):
         config_dir = instructor_config(home)
         spawner.notebook_dir = str(COURSE_DIR)
-        # nbgrader and `python -m grader` work on the course directory from any folder.
-        env.update(LLMOPT_COURSE_DIR=str(COURSE_DIR), PYTHONPATH=str(ROOT))
+        # nbgrader and `python -m grader` work on the course and the students' exchange.
+        env.update(LLMOPT_COURSE_DIR=str(COURSE_DIR), LLMOPT_EXCHANGE_DIR=str(EXCHANGE), PYTHONPATH=str(ROOT))
     else:
         config_dir = student_config(home)
         spawner.notebook_dir = str(home)
