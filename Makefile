@@ -28,8 +28,9 @@ bwrap:
 	@bwrap --version
 # The course hub (environment/hub/, `make hub`) and its browser test: the hub's proxy
 # from npm (pinned by package-lock.json, into environment/hub/node_modules), and, as root,
-# Debian's Chromium, which Playwright drives (it downloads no browser). Without root and
-# without Chromium the browser test is skipped, and says why.
+# Debian's Chromium, which Playwright drives (it downloads no browser), with a font for
+# the chapters' Chinese. Without root and without Chromium the browser test is skipped,
+# and says why.
 HUB_PROXY := environment/hub/node_modules/.bin/configurable-http-proxy
 .PHONY: hub-deps chromium
 hub-deps: $(HUB_PROXY) chromium
@@ -42,10 +43,10 @@ $(HUB_PROXY): environment/hub/package.json environment/hub/package-lock.json
 	npm ci --prefix environment/hub --no-audit --no-fund --loglevel=error
 	@touch $@
 chromium:
-	@command -v chromium >/dev/null || { \
+	@{ command -v chromium >/dev/null && fc-list :lang=zh 2>/dev/null | grep -q .; } || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get install -y -q chromium >/dev/null 2>&1 || \
-	    { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; \
+	    apt-get install -y -q chromium fonts-wqy-zenhei >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && apt-get install -y -q chromium fonts-wqy-zenhei >/dev/null; }; \
 	  else echo "No Chromium (Debian's 'chromium' package): the hub's browser test will be skipped"; fi; }
 
 .venv/.installed: environment/requirements.txt pyproject.toml
