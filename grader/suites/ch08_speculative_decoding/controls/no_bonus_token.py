@@ -1,19 +1,9 @@
 """Negative control: when every draft is accepted, no bonus token is sampled from p[g]."""
 # targets: verification
 
+_verify = verify
+
 
 def verify(p, q, draft_tokens, generator=None):  # negative control
-    g = draft_tokens.shape[0]
-    if q.shape[0] != g or p.shape[0] != g + 1:
-        raise ValueError("shapes")
-    out = []
-    for i in range(g):
-        x = int(draft_tokens[i])
-        if torch.rand((), generator=generator) * q[i, x] < p[i, x]:
-            out.append(x)
-            continue
-        residual = (p[i] - q[i]).clamp_min(0)
-        weights = residual / residual.sum() if residual.sum() > 0 else p[i]
-        out.append(int(torch.multinomial(weights, 1, generator=generator)))
-        return torch.tensor(out, dtype=torch.long)
-    return torch.tensor(out, dtype=torch.long)  # BUG: the bonus token is forgotten
+    out = _verify(p, q, draft_tokens, generator)
+    return out[:-1] if len(out) == len(draft_tokens) + 1 else out  # BUG: the bonus token is dropped

@@ -1,36 +1,7 @@
-"""Negative control: the target cache keeps one token too many after each cycle (off-by-one rollback)."""
+"""Negative control: truncate keeps one slot too many, so a rejected draft's key and value stay behind."""
 # targets: speculative_decoding
 
-@torch.inference_mode()
-def speculative_generate(target, draft, input_ids, max_new_tokens, gamma, temperature=0.0, generator=None):  # negative control
-    T = input_ids.shape[1]
-    max_len = 4 * (T + max_new_tokens + gamma + 1)
-    target_cache = RollbackKVCache.for_engine(target, max_len)
-    draft_cache = RollbackKVCache.for_engine(draft, max_len)
-    seq, accepted, last = input_ids[0].tolist(), [], torch.tensor([-1])
 
-    def forward(engine, cache, tokens, logits_at, start=None):
-        start = cache.length if start is None else start
-        positions = torch.arange(start, start + len(tokens))[None]
-        return engine.forward(torch.tensor([tokens]), positions, cache, logits_at=logits_at)[0]
-
-    while len(seq) - T < max_new_tokens:
-        length = len(seq)
-        drafts, q_rows = [], []
-        feed = seq[draft_cache.length:]
-        for _ in range(gamma):
-            q = to_probs(forward(draft, draft_cache, feed, last)[-1], temperature)
-            x = int(q.argmax()) if temperature == 0 else int(torch.multinomial(q, 1, generator=generator))
-            drafts.append(x)
-            q_rows.append(q)
-            feed = [x]
-        feed = seq[target_cache.length:] + drafts
-        rows = torch.arange(len(feed) - gamma - 1, len(feed))
-        p = to_probs(forward(target, target_cache, feed, rows), temperature)
-        out = verify(p, torch.stack(q_rows), torch.tensor(drafts), generator).tolist()
-        accepted.append(len(out) - 1)
-        seq += out
-        kept = length + len(out) - 1
-        target_cache.truncate(min(kept + 1, target_cache.length))  # BUG: kept + 1
-        draft_cache.truncate(min(draft_cache.length, kept))
-    return torch.tensor([seq[:T + max_new_tokens]]), {"accepted": accepted}
+class RollbackKVCache(RollbackKVCache):  # negative control
+    def truncate(self, length):
+        super().truncate(min(length + 1, self.length))  # BUG: off by one
