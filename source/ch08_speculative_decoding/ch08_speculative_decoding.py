@@ -452,7 +452,7 @@ def forward_costs(passes, context=48, repeats=None):
     """Median seconds of one forward pass for each (engine, k) in `passes`: k new tokens
     after `context` cached ones. The passes take turns, round after round, so that a burst
     of other work on the machine slows all of them alike."""
-    repeats = repeats or (9 if SMALL else 25)
+    repeats = repeats or (5 if SMALL else 25)
     ids = held_out_prompts(1, context + max(k for _, k in passes))[0]
     caches = [RollbackKVCache.for_engine(engine, context + k) for engine, k in passes]
     times = [[] for _ in passes]
@@ -570,9 +570,9 @@ def compare(target, draft, prompts, gammas, new_tokens, temperature=0.0):
     return results
 
 
-_prompts = held_out_prompts(3 if SMALL else 8)
-_new = 24 if SMALL else 64
-_gammas = [1, 3, 5] if SMALL else [1, 2, 3, 4, 5, 6]
+_prompts = held_out_prompts(2 if SMALL else 8)
+_new = 16 if SMALL else 64
+_gammas = [1, 4] if SMALL else [1, 2, 3, 4, 5, 6]
 _runs = compare(target, draft, _prompts, _gammas, _new)
 print(f"{'g':>2} {'a fitted':>9} {'tau measured':>13} {'tau predicted':>14} {'speed-up':>9} {'predicted':>10}")
 _table = []
@@ -629,14 +629,14 @@ for _label, _c, _costs in (("this CPU, draft model", DRAFT_COST, FORWARD_COSTS),
 # deeper target; the measurement should rise with $m$ as the prediction does.
 
 # %%
-_depths = [2, 4] if SMALL else [1, 2, 4, 8]
+_depths = [4] if SMALL else [1, 2, 4, 8]
 _g = 4
 _ideal = []
 for _m in _depths:
     _deep = course_engine("course-lm", silent_layers=_m - 1)
     _unit, _verify, _draft_step = forward_costs([(_deep, 1), (_deep, _g + 1), (target, 1)])
     _c, _v = _draft_step / _unit, _verify / _unit
-    _accepted, _speedup = compare(_deep, target, _prompts[:2], [_g], _new)[_g]
+    _accepted, _speedup = compare(_deep, target, _prompts[:4], [_g], _new)[_g]
     assert all(n == _g for n in _accepted), "a drafter that is the target's twin is always accepted"
     _ideal.append((_m, _speedup, expected_speedup(1.0, _g, _c, _v)))
     print(f"target {_m}x the drafter: c = {_c:.2f}, v(5) = {_v:.2f}, speed-up measured {_speedup:.2f}x, "
