@@ -56,6 +56,7 @@ ANSWER, ANSWER_TEST = "cost_per_million_solution", "cost_per_million"  # the one
 STUDENT, INSTRUCTOR = "alice", "instructor"
 STUDENT_PASSWORD, INSTRUCTOR_PASSWORD = "class-password", "instructors-password-" + "x" * 16
 HUB_START_S, STEP_MS, GRADING_S = 60, 60_000, 180
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
 
 if not Path(CHROMIUM).exists() and os.geteuid() != 0:
     pytest.skip(f"no Chromium at {CHROMIUM}, and not root to install it: the hub's browser test "
@@ -88,12 +89,18 @@ def _alive(proc: psutil.Process) -> bool:
         return False
 
 
-def _stop(process: subprocess.Popen) -> None:
+def _stop(process: subprocess.Popen, proxy_pid_file: Path) -> None:
     """Stop the hub and all it started (the proxy, servers, kernels and terminals each lead
     a process group of their own): SIGTERM to every group at once, SIGKILL to what is left."""
-    started = [p for p in [psutil.Process(process.pid)] if _alive(p)]
-    with contextlib.suppress(psutil.NoSuchProcess):
-        started += started[0].children(recursive=True) if started else []
+    try:
+        hub = psutil.Process(process.pid)
+        started = [hub, *hub.children(recursive=True)]
+    except psutil.NoSuchProcess:  # the hub died early: its proxy may have outlived it
+        started = []
+        with contextlib.suppress(ValueError, OSError, psutil.NoSuchProcess):
+            proxy = psutil.Process(int(proxy_pid_file.read_text()))
+            if "configurable-http-proxy" in " ".join(proxy.cmdline()):
+                started = [proxy]
     own_group = os.getpgrp()
     for sig, grace_s in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
         for proc in started:
@@ -135,12 +142,13 @@ def running_hub(course_dir: Path, exchange: Path, hub_dir: Path, home: Path):
                         break
             except OSError:
                 pass
-            assert process.poll() is None, f"the hub exited ({process.returncode}):\n{log_path.read_text()[-4000:]}"
+            log_tail = log_path.read_text()[-4000:] if process.poll() is not None else ""
+            assert process.poll() is None, f"the hub exited ({process.returncode}):\n{log_tail}"
             assert time.monotonic() < deadline, f"no hub after {HUB_START_S} s:\n{log_path.read_text()[-4000:]}"
             time.sleep(0.2)
         yield base
     finally:
-        _stop(process)
+        _stop(process, hub_dir / "proxy.pid")
 
 
 class Shots:
@@ -189,7 +197,8 @@ def open_menu_item(page, menu: str, item: str) -> None:
 
 def assignment_row(page, section: str):
     """The chapter's row in a section of the Assignments tab (released, fetched, submitted)."""
-    return page.locator(f"#nbgrader-assignment-list #{section}_assignments_list .list_item").filter(has_text=SLUG).first
+    rows = page.locator(f"#nbgrader-assignment-list #{section}_assignments_list .list_item")
+    return rows.filter(has_text=SLUG).first
 
 
 def saved_answer(path: Path) -> str | None:
@@ -204,7 +213,8 @@ def saved_answer(path: Path) -> str | None:
 def release_chapter(course_dir: Path, exchange: Path) -> None:
     """The instructors' side before class: chapter 1 built, in the gradebook, released."""
     scratch_course(course_dir, (CHAPTER,))
-    nbgrader("release_assignment", SLUG, "--force", course_dir=course_dir, env={"LLMOPT_EXCHANGE_DIR": str(exchange)})
+    nbgrader("release_assignment", SLUG, "--force", course_dir=course_dir,
+             env={"LLMOPT_EXCHANGE_DIR": str(exchange)})
 
 
 def test_student_and_instructor_round_trip_in_a_browser(tmp_path):
@@ -222,92 +232,92 @@ def test_student_and_instructor_round_trip_in_a_browser(tmp_path):
     alice_home = hub_dir / "users" / STUDENT
     shot = Shots()
 
-    with ThreadPoolExecutor(1) as pool, running_hub(course, exchange, hub_dir, tmp_path / "home") as base, \
-            sync_playwright() as pw:
+    with ThreadPoolExecutor(1) as pool, sync_playwright() as pw:
         released = pool.submit(release_chapter, course, exchange)  # while the hub and the lab start
-        shot.mark("hub up")
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            # ---- 1. the student: fetch, answer, validate, submit --------------------------
-            student = in_lab(log_in(browser, base, STUDENT, STUDENT_PASSWORD), STUDENT)
-            shot(student, "student-lab")
-            # The instructor logs in now: their server starts while the student works.
-            instructor = log_in(browser, base, INSTRUCTOR, INSTRUCTOR_PASSWORD)
-            released.result()
-            shot.mark("chapter released")
-            open_menu_item(student, "Nbgrader", "Assignment List")
-            assignment_row(student, "released").get_by_role("button", name="Fetch").click()
-            fetched = assignment_row(student, "fetched")
-            fetched.wait_for()
-            shot(student, "student-fetched")
-            assert (alice_home / SLUG / f"{SLUG}.ipynb").is_file(), "the fetch did not land in the student's folder"
+            with running_hub(course, exchange, hub_dir, tmp_path / "home") as base:
+                shot.mark("hub up")
+                # ---- 1. the student: fetch, answer, validate, submit --------------------------
+                student = in_lab(log_in(browser, base, STUDENT, STUDENT_PASSWORD), STUDENT)
+                shot(student, "student-lab")
+                # The instructor logs in now: their server starts while the student works.
+                instructor = log_in(browser, base, INSTRUCTOR, INSTRUCTOR_PASSWORD)
+                released.result()
+                shot.mark("chapter released")
+                open_menu_item(student, "Nbgrader", "Assignment List")
+                assignment_row(student, "released").get_by_role("button", name="Fetch").click()
+                fetched = assignment_row(student, "fetched")
+                fetched.wait_for()
+                shot(student, "student-fetched")
+                assert (alice_home / SLUG / f"{SLUG}.ipynb").is_file(), "the fetch missed the student's folder"
 
-            fetched.locator(".assignment-notebooks-link").click()
-            student.locator("#nbgrader-assignment-list .nested_list_item a", has_text=SLUG).first.click()
-            notebook = student.locator(".jp-NotebookPanel:visible")
-            cell = notebook.locator(".jp-CodeCell").filter(has_text="def cost_per_million_tokens").first
-            cell.locator(".cm-content").click()
-            student.keyboard.press("ControlOrMeta+a")
-            student.keyboard.insert_text(answer)
-            expect(cell).not_to_contain_text("NotImplementedError")
-            student.keyboard.press("ControlOrMeta+s")
-            deadline = time.monotonic() + 30
-            while (written := saved_answer(alice_home / SLUG / f"{SLUG}.ipynb")) != answer:
-                assert time.monotonic() < deadline, f"the editor did not save the answer as typed:\n{written}"
-                time.sleep(0.2)
-            shot(student, "student-answer")
+                fetched.locator(".assignment-notebooks-link").click()
+                student.locator("#nbgrader-assignment-list .nested_list_item a", has_text=SLUG).first.click()
+                notebook = student.locator(".jp-NotebookPanel:visible")
+                cell = notebook.locator(".jp-CodeCell").filter(has_text="def cost_per_million_tokens").first
+                cell.locator(".cm-content").click()
+                student.keyboard.press("ControlOrMeta+a")
+                student.keyboard.insert_text(answer)
+                expect(cell).not_to_contain_text("NotImplementedError")
+                student.keyboard.press("ControlOrMeta+s")
+                deadline = time.monotonic() + 30
+                while (written := saved_answer(alice_home / SLUG / f"{SLUG}.ipynb")) != answer:
+                    assert time.monotonic() < deadline, f"the editor did not save the answer as typed:\n{written}"
+                    time.sleep(0.2)
+                shot(student, "student-answer")
 
-            notebook.get_by_role("button", name="Validate").click()
-            dialog = student.locator(".jp-Dialog")
-            dialog.wait_for(timeout=120_000)
-            shot(student, "student-validated")
-            # The written answer passes its visible checks; the first failure is the next exercise.
-            expect(dialog).to_contain_text("optimization_roi")
-            expect(dialog).to_contain_text("NotImplementedError")
-            dialog.get_by_role("button").last.click()
+                notebook.get_by_role("button", name="Validate").click()
+                dialog = student.locator(".jp-Dialog")
+                dialog.wait_for(timeout=120_000)
+                shot(student, "student-validated")
+                # The written answer passes its visible checks; the first failure is the next exercise.
+                expect(dialog).to_contain_text("optimization_roi")
+                expect(dialog).to_contain_text("NotImplementedError")
+                dialog.get_by_role("button").last.click()
 
-            student.locator(".lm-TabBar-tab", has_text="Assignments").click()
-            fetched.get_by_role("button", name="Submit").click()
-            assignment_row(student, "submitted").wait_for()
-            shot(student, "student-submitted")
-            inbound = list((exchange / course_config.COURSE_ID / "inbound").glob(f"{STUDENT}+{SLUG}+*"))
-            assert inbound, "the submission is not filed under the student's hub name"
+                student.locator(".lm-TabBar-tab", has_text="Assignments").click()
+                fetched.get_by_role("button", name="Submit").click()
+                assignment_row(student, "submitted").wait_for()
+                shot(student, "student-submitted")
+                inbound = list((exchange / course_config.COURSE_ID / "inbound").glob(f"{STUDENT}+{SLUG}+*"))
+                assert inbound, "the submission is not filed under the student's hub name"
 
-            # ---- 2. the instructor: collect, autograde (sandboxed judge), feedback --------
-            in_lab(instructor, INSTRUCTOR)
-            instructor.locator(".jp-LauncherCard", has_text="Terminal").first.click()
-            instructor.locator(".jp-Terminal:visible .xterm-helper-textarea").focus()
-            done = hub_dir / "users" / INSTRUCTOR / "graded.exit"
-            shot.mark("instructor's terminal")
-            instructor.keyboard.insert_text(f'cd "$LLMOPT_COURSE_DIR" && {grading}; echo $? > {done}')
-            instructor.keyboard.press("Enter")
-            deadline = time.monotonic() + GRADING_S
-            while not (done.exists() and done.read_text().strip()):
-                assert time.monotonic() < deadline, f"the instructor's commands did not finish in {GRADING_S} s"
-                time.sleep(0.3)
-            shot(instructor, "instructor-graded")
-            assert done.read_text().strip() == "0", "an instructor command failed: see the screenshot"
-            with Gradebook(f"sqlite:///{course / 'gradebook.db'}", course_config.COURSE_ID) as gradebook:
-                graded = gradebook.find_submission(SLUG, STUDENT)
-                assert (graded.score, graded.max_score) == (earned, total), (graded.score, graded.max_score)
+                # ---- 2. the instructor: collect, autograde (sandboxed judge), feedback --------
+                in_lab(instructor, INSTRUCTOR)
+                instructor.locator(".jp-LauncherCard", has_text="Terminal").first.click()
+                instructor.locator(".jp-Terminal:visible .xterm-helper-textarea").focus()
+                done = hub_dir / "users" / INSTRUCTOR / "graded.exit"
+                shot.mark("instructor's terminal")
+                instructor.keyboard.insert_text(f'cd "$LLMOPT_COURSE_DIR" && {grading}; echo $? > {done}')
+                instructor.keyboard.press("Enter")
+                deadline = time.monotonic() + GRADING_S
+                while not (done.exists() and done.read_text().strip()):
+                    assert time.monotonic() < deadline, f"the grading commands took over {GRADING_S} s"
+                    time.sleep(0.3)
+                shot(instructor, "instructor-graded")
+                assert done.read_text().strip() == "0", "an instructor command failed: see the screenshot"
+                with Gradebook(f"sqlite:///{course / 'gradebook.db'}", course_config.COURSE_ID) as gradebook:
+                    graded = gradebook.find_submission(SLUG, STUDENT)
+                    assert (graded.score, graded.max_score) == (earned, total), (graded.score, graded.max_score)
 
-            open_menu_item(instructor, "Nbgrader", "Formgrader")
-            formgrader = instructor.frame_locator("#formgrader-iframe iframe")
-            formgrader.get_by_role("link", name="Manage Students").click()
-            expect(formgrader.locator("tr", has_text=STUDENT)).to_contain_text(f"{earned:g} / {total:g}")
-            shot(instructor, "instructor-formgrader")
+                open_menu_item(instructor, "Nbgrader", "Formgrader")
+                formgrader = instructor.frame_locator("#formgrader-iframe iframe")
+                formgrader.get_by_role("link", name="Manage Students").click()
+                expect(formgrader.locator("tr", has_text=STUDENT)).to_contain_text(f"{earned:g} / {total:g}")
+                shot(instructor, "instructor-formgrader")
 
-            # ---- 3. the student: fetch the feedback, read the score -----------------------
-            student.locator("#refresh_assignments_list").click()
-            submitted = assignment_row(student, "submitted")
-            submitted.get_by_role("button", name="Fetch Feedback").click()
-            submitted.get_by_text("view feedback").click()
-            student.locator(".jp-DirListing-item", has_text=".html").first.dblclick()
-            score = f"{SLUG} (Score: {earned:.1f} / {total:.1f})"
-            expect(student.frame_locator(".jp-HTMLViewer:visible iframe").get_by_text(score)).to_be_visible()
-            shot(student, "student-feedback")
+                # ---- 3. the student: fetch the feedback, read the score -----------------------
+                student.locator("#refresh_assignments_list").click()
+                submitted = assignment_row(student, "submitted")
+                submitted.get_by_role("button", name="Fetch Feedback").click()
+                submitted.get_by_text("view feedback").click()
+                student.locator(".jp-DirListing-item", has_text=".html").first.dblclick()
+                score = f"{SLUG} (Score: {earned:.1f} / {total:.1f})"
+                expect(student.frame_locator(".jp-HTMLViewer:visible iframe").get_by_text(score)).to_be_visible()
+                shot(student, "student-feedback")
+            shot.mark("hub stopped")
         finally:
             browser.close()
-    shot.mark("hub stopped")
     print("\n".join(shot.times))
     print(f"screenshots in {SHOTS}")
