@@ -100,7 +100,11 @@ draft = course_engine("course-lm-draft")  # 3 layers, d = 128, same tokenizer: t
 # because the rejection mass $\sum_x \max(0, q - p)$ equals the residual's mass
 # $\sum_z \max(0, p - q)$ (both distributions sum to one) [@leviathan2023-speculative]
 # [@chen2023-speculative-sampling]. The output follows $p$ exactly, whatever $q$ is; a
-# good drafter only makes acceptance more likely.
+# good drafter only makes acceptance more likely. A draft is kept with probability
+# $\sum_x \min(p(x), q(x))$, and no exact rule keeps more: an accepted draft $x$ is an
+# output, so it is kept with probability at most $\min(p(x), q(x))$. (Sampling $y \sim p$
+# and keeping the draft only when $y = x$ is exact too, and keeps it with probability
+# $\sum_x p(x) q(x)$, far less.)
 #
 # With $g$ drafted tokens $x_1 \ldots x_g$, the target computes in **one** forward pass
 # its distributions $p_1 \ldots p_{g+1}$ at the $g + 1$ positions that follow the

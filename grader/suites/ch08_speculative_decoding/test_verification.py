@@ -106,9 +106,17 @@ def test_first_token_follows_the_target(student):
     p = torch.tensor([[0.30, 0.02, 0.25, 0.08, 0.05, 0.30], [0.1, 0.3, 0.1, 0.2, 0.2, 0.1]])
     q = torch.tensor([[0.05, 0.40, 0.10, 0.30, 0.10, 0.05]])
     n = 2000
-    counts = torch.zeros(6)
+    counts, kept = torch.zeros(6), 0
     for _, out in run_rule(student, p, q, n, 801):
         counts[out[0]] += 1
+        kept += len(out) == 2
+    # The rule keeps a draft with probability sum(min(p, q)), the most any exact rule can;
+    # sampling from p and keeping the draft only when they coincide is exact too, and keeps less.
+    best = float(torch.minimum(p[0], q[0]).sum())
+    spread = 4.5 * (n * best * (1 - best)) ** 0.5
+    assert abs(kept - n * best) <= spread, (
+        f"{kept} of {n} drafts were accepted; the rule accepts with probability sum(min(p, q)) = {best:.2f}, "
+        f"about {n * best:.0f}: accept draft x with probability min(1, p(x) / q(x))")
     stat = chi2(counts, p[0])
     assert stat < CHI2_BOUND[5], (
         f"the first token's frequencies {[round(c / n, 3) for c in counts.tolist()]} do not follow the "
