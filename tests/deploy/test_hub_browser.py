@@ -55,7 +55,7 @@ SLUG = CHAPTER.slug
 ANSWER, ANSWER_TEST = "cost_per_million_solution", "cost_per_million"  # the one answer written
 STUDENT, INSTRUCTOR = "alice", "instructor"
 STUDENT_PASSWORD, INSTRUCTOR_PASSWORD = "class-password", "instructors-password-" + "x" * 16
-HUB_START_S, STEP_MS, GRADING_S = 60, 60_000, 180
+HUB_START_S, STEP_MS, GRADING_S, STOP_S = 60, 60_000, 180, 20
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
 
 if not Path(CHROMIUM).exists() and os.geteuid() != 0:
@@ -90,8 +90,9 @@ def _alive(proc: psutil.Process) -> bool:
 
 
 def _stop(process: subprocess.Popen, proxy_pid_file: Path) -> None:
-    """Stop the hub and all it started (the proxy, servers, kernels and terminals each lead
-    a process group of their own): SIGTERM to every group at once, SIGKILL to what is left."""
+    """Stop the hub as `kill` would, and check that it stopped all it started (its proxy,
+    the users' servers and their kernels and terminals, each leading a process group of
+    its own); SIGKILL, by process group, whatever outlived it, then fail."""
     try:
         hub = psutil.Process(process.pid)
         started = [hub, *hub.children(recursive=True)]
@@ -101,21 +102,23 @@ def _stop(process: subprocess.Popen, proxy_pid_file: Path) -> None:
             proxy = psutil.Process(int(proxy_pid_file.read_text()))
             if "configurable-http-proxy" in " ".join(proxy.cmdline()):
                 started = [proxy]
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=STOP_S)
+    psutil.wait_procs([p for p in started if p.pid != process.pid], timeout=STOP_S)
+    outlived = [p for p in started if _alive(p)]
     own_group = os.getpgrp()
-    for sig, grace_s in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
-        for proc in started:
-            with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError, PermissionError):
-                group = os.getpgid(proc.pid)
-                if group != own_group:
-                    os.killpg(group, sig)
-                proc.send_signal(sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=grace_s)
-        psutil.wait_procs([p for p in started if p.pid != process.pid], timeout=grace_s)
-        if not any(_alive(p) for p in started):
-            break
-    left = [p.pid for p in started if _alive(p)]
-    assert not left, f"processes the hub started outlived it: {left}"
+    for proc in outlived:
+        with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError, PermissionError):
+            group = os.getpgid(proc.pid)
+            if group != own_group:
+                os.killpg(group, signal.SIGKILL)
+            proc.kill()
+    psutil.wait_procs(outlived, timeout=5)
+    survivors = [p.pid for p in outlived if _alive(p)]
+    assert not outlived, (f"processes outlived the hub's shutdown: {[p.pid for p in outlived]}, "
+                          f"killed; still alive: {survivors}")
 
 
 @contextlib.contextmanager
