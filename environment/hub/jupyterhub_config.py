@@ -138,6 +138,9 @@ c.Spawner.ip = LOOPBACK
 c.Spawner.cmd = [str(BIN / "jupyterhub-singleuser")]
 c.Spawner.args = ["--allow-root"] if os.geteuid() == 0 else []
 c.Spawner.default_url = "/lab"
+# Only what configure_server sets, and the locale: not the hub's PYTHONPATH (the repository,
+# grader/ included), nor its LLMOPT_* settings.
+c.Spawner.env_keep = ["LANG", "LC_ALL", "JUPYTERHUB_SINGLEUSER_APP"]
 c.Spawner.start_timeout = 120
 c.Spawner.http_timeout = 120
 
