@@ -230,12 +230,23 @@ def verify_by_argmax(p, q, draft_tokens, generator=None):  # the pitfall, for co
 
 
 _gen = torch.Generator().manual_seed(81)
+_bars = {"target p": _p[0], "drafter q": _q[0]}
 for _name, _rule in (("min(1, p/q) + residual", verify), ("argmax match", verify_by_argmax)):
     _counts = torch.zeros(_V)
     for _ in range(_n):
         _x = torch.multinomial(_q[0], 1, generator=_gen)
         _counts[int(_rule(_p, _q, _x, _gen)[0])] += 1
+    _bars[_name] = _counts / _n
     print(f"{_name:24s} first-token TV distance from p: {0.5 * float((_counts / _n - _p[0]).abs().sum()):.3f}")
+plt.figure(figsize=(7, 3))
+for _i, (_name, _freq) in enumerate(_bars.items()):
+    plt.bar(torch.arange(_V) + 0.2 * _i - 0.3, _freq, width=0.2, label=_name)
+plt.xlabel("token")
+plt.ylabel("probability / frequency")
+plt.title("first output token: the exact rule follows p, the argmax shortcut does not")
+plt.legend(fontsize=8)
+plt.tight_layout()
+plt.show()
 
 # %% [markdown]
 # ## 2. Speculative decoding on the engine
