@@ -3,6 +3,7 @@ computes the target's greedy tokens itself, and replays the greedy chain (the dr
 model's proposals from each accepted prefix) to know how many drafts every cycle must
 accept; a speed test with a drafter that always agrees shows that the target really
 verifies several tokens per pass."""
+import functools
 import statistics
 
 import pytest
@@ -15,6 +16,7 @@ NO_TOKEN = -1
 MIN_SPEED = THRESHOLDS["ch08_speculative_decoding/ideal_drafter_speed_vs_reference"].minimum
 
 
+@functools.lru_cache(maxsize=2)
 def judge_engine(name: str):
     from llmopt.engine import Engine, LlamaWeights
 
@@ -57,7 +59,7 @@ def judge_replay(target, draft, prompt: torch.Tensor, new_tokens: int, gamma: in
     return want[:T + new_tokens], accepted
 
 
-def checked_run(student, result, prompt, new_tokens, what):
+def checked_run(result, prompt, new_tokens, what):
     assert isinstance(result, tuple) and len(result) == 2, f"{what}: return (tokens, stats)"
     tokens, stats = result
     shape = (1, prompt.shape[1] + new_tokens)
@@ -111,7 +113,7 @@ def test_greedy_tokens_equal_the_targets(student):
         with torch.inference_mode():
             want = judge_target.generate(prompt, None, 20)[0].tolist()
         for gamma in (1, 3, 6):
-            got, _ = checked_run(student, student.speculative_generate(target, draft, prompt, 20, gamma),
+            got, _ = checked_run(student.speculative_generate(target, draft, prompt, 20, gamma),
                                  prompt, 20, f"prompt {i}, gamma {gamma}")
             assert got == want, (
                 f"prompt {i}, gamma = {gamma}: the tokens differ from the target's greedy decoding from new "
@@ -128,7 +130,7 @@ def test_accepted_counts_match_the_greedy_chain(student):
     for i, prompt in enumerate(prompts(2, 32, 812)):
         for gamma in (3, 5):
             want_tokens, want = judge_replay(judge_target, judge_draft, prompt, 32, gamma)
-            got_tokens, got = checked_run(student, student.speculative_generate(target, draft, prompt, 32, gamma),
+            got_tokens, got = checked_run(student.speculative_generate(target, draft, prompt, 32, gamma),
                                           prompt, 32, f"prompt {i}, gamma {gamma}")
             assert got_tokens == want_tokens, f"prompt {i}, gamma = {gamma}: tokens differ from greedy decoding"
             assert got == want, (
@@ -145,7 +147,7 @@ def test_sampling_with_a_twin_drafter_accepts_everything(student):
     generator = student.library("torch:Generator")().manual_seed(813)
     prompt = prompts(1, 16, 813)[0]
     tokens, accepted = checked_run(
-        student, student.speculative_generate(engine, engine, prompt, 30, 4, 0.8, generator), prompt, 30, "T = 0.8")
+        student.speculative_generate(engine, engine, prompt, 30, 4, 0.8, generator), prompt, 30, "T = 0.8")
     assert accepted and all(n == 4 for n in accepted), (
         f"with the target as its own drafter every draft must be accepted at any temperature (p = q), got "
         f"{accepted}: sample drafts from q = to_probs(draft logits, T) and verify against the same T")
@@ -182,7 +184,7 @@ def test_an_agreeing_drafter_makes_decoding_faster(student, reference_speculatio
     def check(round_index, student_out, reference_out):
         with torch.inference_mode():
             want = judge_target.generate(fresh[round_index], None, new_tokens)[0].tolist()
-        got, accepted = checked_run(student, student_out[0], fresh[round_index], new_tokens, "timed run")
+        got, _ = checked_run(student_out[0], fresh[round_index], new_tokens, "timed run")
         assert got == want, "tokens differ from the target's greedy decoding while timing"
 
     # warm-up (first calls allocate), then rounds on fresh prompts
