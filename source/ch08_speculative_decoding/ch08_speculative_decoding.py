@@ -568,7 +568,7 @@ def plain_generate(engine, prompt, new_tokens):
 
 def compare(target, draft, prompts, gammas, new_tokens, temperature=0.0):
     """Per g: accepted counts of every cycle, and median speed-up (plain time / speculative
-    time, per prompt, timed alternately)."""
+    time, both timed on each prompt, one right after the other)."""
     results = {}
     for gamma in gammas:
         accepted, ratios = [], []
