@@ -37,7 +37,7 @@ class Chapter:
 
 CHAPTERS: tuple[Chapter, ...] = (
     Chapter(1, "ch01_why_optimize", "Why Optimize Inference", "动机：推理优化的商业价值",
-            notebooks=("ch01_why_optimize",), execute_timeout_s=10, worker_memory_mb=3072,
+            notebooks=("ch01_why_optimize",), execute_timeout_s=10, worker_memory_mb=1024,
             test_timeout_s=2.0, worker_imports=("numpy",)),
     Chapter(2, "ch02_landscape", "The Landscape and the 2025 Trends", "技术全景与2025趋势"),
     Chapter(3, "ch03_gpu_fundamentals", "GPU Fundamentals", "GPU架构原理"),
