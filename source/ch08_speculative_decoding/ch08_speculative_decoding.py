@@ -42,7 +42,7 @@
 # weights it reads, so tokens per forward pass is tokens per dollar. EAGLE-3 takes
 # SGLang's batch-1 decoding of Llama-3.1-8B on one H100 from 158.34 to 373.25 tokens/s
 # (2.36x) with identical outputs at temperature 0; at batch 64 the same drafter adds only
-# 1.38x to throughput [@li2025-eagle3]. Section 6 turns both into cost per million tokens.
+# 1.38x to throughput [@li2025-eagle3]. Section 7 turns both into cost per million tokens.
 
 # %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false}
 import math
@@ -702,8 +702,265 @@ print(f"transformers assisted generation: tokens equal to plain greedy and to ou
       f"speed-up over its own generate {statistics.median(_ratios):.2f}x (median of {len(_ratios)} prompts)")
 
 # %% [markdown]
-# ## 5. Beyond a separate draft model: EAGLE
-# ### 5. 超越独立草稿模型：EAGLE
+# ## 5. Draft trees: several guesses verified in one pass
+# ### 5. 草稿树：一次前向验证多条猜测
+#
+# A chain of $g$ drafts is lost from its first wrong token on. When the drafter is unsure,
+# its second or third choice is often the target's: a **tree** keeps several candidates
+# at each depth and the target checks every branch in the same pass. EAGLE-2 drafts such
+# trees and grows them where the drafter is confident [@li2024-eagle2]; the same idea
+# works with any drafter, here the course's draft model.
+#
+# The tree of this exercise, with depth $d$ and width $k$ (EAGLE-2's expansion, without
+# its final re-ranking):
+#
+# - **depth 1**: the drafter's $k$ most likely tokens after the last token of the sequence;
+# - **depth $j + 1$**: each of the $k$ nodes of depth $j$ proposes its $k$ most likely
+#   children; of those $k^2$, keep the $k$ with the highest *cumulative* log-probability
+#   (the sum along the path from the root), so that a likely branch grows and an unlikely
+#   one stops.
+#
+# That is $n = d k$ nodes, numbered by depth, and within a depth by falling cumulative
+# log-probability; `parents[i]` is the number of node $i$'s parent, $-1$ for a child of
+# the sequence's last token. One forward pass of the target over
+# $[t, x_0, \ldots, x_{n-1}]$ gives its greedy choice after $t$ and after every node.
+# Two things make that pass right:
+#
+# - **Positions are depths.** Node $i$ at depth $j$ sits at position $L - 1 + j$ for a
+#   sequence of $L$ tokens, whatever its number: siblings share a position.
+# - **Each node sees the sequence and its own ancestors, itself included; nothing else.**
+#   The engine's default rule (a key is visible when its position is not after the
+#   query's) would let a node see its siblings and cousins, which are not in its context.
+#   The attention mask of the tree must say it.
+#
+# **Acceptance** walks down from the root: while the target's greedy token after the
+# current node is one of its children, step into that child; then add the target's token
+# after the last node reached (the bonus). The output is the target's greedy decoding,
+# token for token, for any tree. (Only greedy decoding here: verifying a tree at
+# $T > 0$ needs the rejection rule of section 1 applied recursively over siblings, as in
+# SpecInfer and EAGLE-2.)
+#
+# **Rollback.** The accepted nodes are scattered over the cache's slots. Real engines copy
+# their keys and values down over the rejected ones; here both caches are simply cut back
+# to the $L$ tokens of the sequence, and the tokens just accepted are fed again, at the
+# head of the next cycle's pass. Exact, and simpler, at the price of a wider next pass.
+#
+# The read-only cell below turns a tree into the attention mask of one pass over the
+# cache (the `visibility` argument of `Engine.forward`), from the ancestor matrix that
+# you write.
+#
+# **Exercise 4 · 练习4.** Write `tree_attention_mask`, `draft_tree` and `tree_generate`.
+
+# %% nbgrader={"grade": false, "grade_id": "tree_helpers", "locked": true, "schema_version": 3, "solution": false}
+class TreeVisibility:
+    """The attention mask of one pass over a cache that holds the first `seq_len - tail`
+    tokens of the sequence. The pass feeds the sequence's last `tail` tokens (each sees
+    the sequence up to itself), then the tree nodes numbered `nodes` (ascending, all
+    nodes numbered below them already in the cache after the sequence, in number
+    order). A node sees the whole sequence and the nodes that `ancestors[node]` marks.
+    `ancestors`: (n, n) bool, from `tree_attention_mask`."""
+
+    def __init__(self, seq_len, tail, ancestors, nodes):
+        held = max(nodes) + 1 if nodes else 0  # tree nodes in the cache after this pass
+        mask = torch.zeros(tail + len(nodes), seq_len + held, dtype=torch.bool)
+        mask[:tail, :seq_len] = torch.ones(tail, seq_len, dtype=torch.bool).tril(seq_len - tail)
+        mask[tail:, :seq_len] = True
+        if nodes:
+            mask[tail:, seq_len:] = ancestors[nodes][:, :held]
+        self.mask = mask[None, None]  # (1, 1, queries, keys)
+
+    def mask_for(self, key_positions):  # called by every layer of Engine.forward
+        if key_positions.shape[1] != self.mask.shape[-1]:
+            raise ValueError(f"the cache holds {key_positions.shape[1]} keys; this mask was built for "
+                             f"{self.mask.shape[-1]}: feed the sequence, then the nodes in number order")
+        return self.mask
+
+
+# %% nbgrader={"grade": false, "grade_id": "tree_drafting_solution", "locked": false, "schema_version": 3, "solution": true}
+def tree_attention_mask(parents):
+    """(n, n) bool: [i, j] is True when node j is node i or one of its ancestors.
+    parents: list of n ints, parents[i] < i (-1: a child of the sequence's last token);
+    ValueError otherwise."""
+    ### BEGIN SOLUTION
+    mask = torch.eye(len(parents), dtype=torch.bool)
+    for i, parent in enumerate(parents):
+        if not -1 <= parent < i:
+            raise ValueError(f"node {i}'s parent {parent} must be -1 or a node before it")
+        if parent >= 0:
+            mask[i] |= mask[parent]
+    return mask
+    ### END SOLUTION
+
+
+def draft_tree(draft, cache, seq, depth, top_k):
+    """The draft tree after the token list `seq` (see the text): (tokens, parents), two
+    lists of depth * top_k ints, nodes by depth, within a depth by falling cumulative
+    log-probability. `cache`: the drafter's RollbackKVCache, holding a prefix of `seq`;
+    on return it holds exactly len(seq) tokens (the tree is forgotten)."""
+    ### BEGIN SOLUTION
+    L = len(seq)
+    tail = seq[cache.length:]
+    logits = draft.forward(torch.tensor([tail]), torch.arange(cache.length, L)[None], cache,
+                           logits_at=torch.tensor([len(tail) - 1]))[0, -1]
+    scores, best = F.log_softmax(logits, dim=-1).topk(top_k)
+    tokens, parents, cumulative = best.tolist(), [-1] * top_k, scores.tolist()
+    frontier = list(range(top_k))
+    for level in range(1, depth):  # feed the nodes of depth `level`, choose those of `level + 1`
+        visibility = TreeVisibility(L, 0, tree_attention_mask(parents), frontier)
+        logits = draft.forward(torch.tensor([[tokens[i] for i in frontier]]),
+                               torch.full((1, len(frontier)), L - 1 + level), cache, visibility=visibility)[0]
+        scores, best = F.log_softmax(logits, dim=-1).topk(top_k, dim=-1)  # (k, k)
+        paths = (torch.tensor([cumulative[i] for i in frontier])[:, None] + scores).flatten()
+        chosen = []
+        for index in paths.topk(top_k).indices.tolist():
+            row, column = divmod(index, top_k)
+            tokens.append(int(best[row, column]))
+            parents.append(frontier[row])
+            cumulative.append(float(paths[index]))
+            chosen.append(len(tokens) - 1)
+        frontier = chosen
+    cache.truncate(L)
+    return tokens, parents
+    ### END SOLUTION
+
+
+@torch.inference_mode()
+def tree_generate(target, draft, input_ids, max_new_tokens, depth, top_k):
+    """Greedy speculative decoding of input_ids (1, T) with a draft tree per cycle.
+    Returns (tokens, stats) as speculative_generate does: tokens (1, T + max_new_tokens),
+    equal to the target's greedy decoding; stats = {"accepted": [nodes accepted per cycle]}."""
+    ### BEGIN SOLUTION
+    T = input_ids.shape[1]
+    max_len = T + max_new_tokens + depth * top_k + depth + 2
+    target_cache = RollbackKVCache.for_engine(target, max_len)
+    draft_cache = RollbackKVCache.for_engine(draft, max_len)
+    seq, accepted = input_ids[0].tolist(), []
+    while len(seq) - T < max_new_tokens:
+        L = len(seq)
+        tokens, parents = draft_tree(draft, draft_cache, seq, depth, top_k)
+        ancestors = tree_attention_mask(parents)
+        tail = seq[target_cache.length:]  # ends with the last token
+        positions = torch.cat([torch.arange(target_cache.length, L), L - 1 + ancestors.sum(dim=1)])[None]
+        rows = torch.arange(len(tail) - 1, len(tail) + len(tokens))  # after the last token, after each node
+        visibility = TreeVisibility(L, len(tail), ancestors, list(range(len(tokens))))
+        choice = target.forward(torch.tensor([tail + tokens]), positions, target_cache, logits_at=rows,
+                                visibility=visibility)[0].argmax(dim=-1).tolist()
+        node, out = -1, []
+        while True:
+            out.append(choice[node + 1])
+            node = next((i for i, (p, x) in enumerate(zip(parents, tokens)) if p == node and x == out[-1]), None)
+            if node is None:
+                break
+        accepted.append(len(out) - 1)
+        seq += out
+        target_cache.truncate(L)
+        draft_cache.truncate(min(draft_cache.length, L))
+    return torch.tensor([seq[:T + max_new_tokens]]), {"accepted": accepted}
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "tree_drafting", "locked": true, "points": 8, "schema_version": 3, "solution": false}
+_mask = tree_attention_mask([-1, -1, 0, 0, 1, 2])
+assert _mask.dtype == torch.bool and _mask.shape == (6, 6)
+assert _mask[2].tolist() == [True, False, True, False, False, False], "node 2 sees itself and its parent 0 only"
+assert _mask[5].tolist() == [True, False, True, False, False, True], "node 5 sees 5, its parent 2 and 2's parent 0"
+assert not _mask[0, 1] and not _mask[2, 3], "siblings do not see each other"
+_prompt = held_out_prompts(1)[0]
+_want = target.generate(_prompt, None, 24, kv_cache=RollbackKVCache.for_engine(target, 64))
+_cache = RollbackKVCache.for_engine(draft, 64)
+_tokens, _parents = draft_tree(draft, _cache, _prompt[0].tolist(), 3, 2)
+assert len(_tokens) == len(_parents) == 6 and _parents[:2] == [-1, -1] and _cache.length == _prompt.shape[1]
+for _depth, _k in ((3, 2), (2, 3), (4, 1)):
+    _got, _stats = tree_generate(target, draft, _prompt, 24, _depth, _k)
+    assert _got.tolist() == _want.tolist(), f"depth {_depth}, k {_k}: the tokens differ from the target's greedy"
+print(f"depth 3, k 2: {len(_stats['accepted'])} target passes for 24 tokens, accepted per cycle {_stats['accepted']}")
+print("Visible checks passed.")
+### BEGIN HIDDEN TESTS
+from grader import grade; grade("ch08_speculative_decoding/tree_drafting")
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ### Pitfall: a tree mask by position · 误区：按位置构造树掩码
+#
+# The engine's usual rule, "see every key at a position not after yours", is the natural
+# mask to reach for, and it is wrong for a tree: a node would see its siblings and the
+# other branches' nodes of lower depth, tokens that are not in its context. The target's
+# choices after such a node change, and so do the tokens.
+
+# %%
+def mask_by_position(parents):  # the pitfall: depth decides visibility, not ancestry
+    depth = []
+    for parent in parents:
+        depth.append(1 if parent < 0 else depth[parent] + 1)
+    depth = torch.tensor(depth)
+    return depth[None, :] <= depth[:, None]
+
+
+_right_mask = tree_attention_mask
+tree_attention_mask = mask_by_position
+try:
+    _wrong, _ = tree_generate(target, draft, _prompt, 24, 3, 3)
+finally:
+    tree_attention_mask = _right_mask
+_first = next((i for i in range(_want.shape[1]) if _wrong[0, i] != _want[0, i]), None)
+print("position mask:", "same tokens as greedy (this prompt was lucky)" if _first is None
+      else f"differs from greedy from new token {_first - _prompt.shape[1]} on")
+
+# %% [markdown]
+# ### Trees against chains · 树与链的对比
+#
+# At the same number of verified tokens $n$, a tree should accept more per pass than a
+# chain when the drafter's first choice is often wrong, and it drafts in $d$ steps
+# instead of $n$. Measured on held-out prompts, each timed against plain decoding right
+# after it:
+
+# %%
+def tree_or_chain(depth, top_k, prompt, new_tokens):
+    if top_k == 1:  # a tree of width 1 is a chain
+        return speculative_generate(target, draft, prompt, new_tokens, depth)
+    return tree_generate(target, draft, prompt, new_tokens, depth, top_k)
+
+
+_shapes = [(4, 1), (2, 2), (6, 1), (3, 2), (2, 3)] if not SMALL else [(6, 1), (3, 2)]
+_rows = []
+for _depth, _k in _shapes:
+    _taus, _ratios = [], []
+    for _p in _prompts:
+        _start = time.perf_counter()
+        _plain = plain_generate(target, _p, _new)
+        _plain_s = time.perf_counter() - _start
+        _start = time.perf_counter()
+        _got, _stats = tree_or_chain(_depth, _k, _p, _new)
+        _ratios.append(_plain_s / (time.perf_counter() - _start))
+        assert _got.tolist() == _plain.tolist()
+        _taus += [n + 1 for n in _stats["accepted"]]
+    _rows.append((_depth, _k, statistics.mean(_taus), statistics.median(_ratios)))
+print(f"{'shape':>12} {'verified':>9} {'tau':>6} {'speed-up':>9}")
+for _depth, _k, _tau, _speedup in _rows:
+    _shape = f"chain g={_depth}" if _k == 1 else f"tree {_depth}x{_k}"
+    print(f"{_shape:>12} {_depth * _k:9d} {_tau:6.2f} {_speedup:8.2f}x")
+plt.figure(figsize=(5, 3.4))
+for _label, _marker, _want_k in (("chain", "o", True), ("tree", "s", False)):
+    _pts = [(d * k, tau) for d, k, tau, _ in _rows if (k == 1) == _want_k]
+    plt.plot([p[0] for p in _pts], [p[1] for p in _pts], _marker, label=_label, markersize=8)
+plt.xlabel("tokens verified per pass (n)")
+plt.ylabel("tokens per target pass (tau)")
+plt.legend()
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# On the course models the tree gains a little $\tau$ at the same width (the draft model's
+# second choice is the target's often enough), and drafts in fewer steps, so it is the
+# faster of the two at equal width; neither beats plain decoding on this CPU, for the
+# reasons of section 3. EAGLE-2 expands wider than it verifies and keeps only the most
+# likely nodes of the expansion [@li2024-eagle2]. Where the verifying pass is nearly flat
+# in its width (section 3's cost model with $v \approx 1$: a GPU at batch 1), width costs
+# little, and the tree's extra $\tau$ becomes speed.
+
+# %% [markdown]
+# ## 6. Beyond a separate draft model: EAGLE
+# ### 6. 超越独立草稿模型：EAGLE
 #
 # The cost model says what a drafter needs: high acceptance at a small fraction of a
 # target step. A separate small model spends its whole budget relearning what the
@@ -725,11 +982,11 @@ print(f"transformers assisted generation: tokens equal to plain greedy and to ou
 #
 # Those speed-ups are about 0.7 to 0.85 of $\tau$: the verifying pass is nearly flat on a
 # GPU at batch 1, and the head is nearly free. Section 3's measurements show why neither
-# holds on this CPU. The EAGLE head and the tree are the next exercises of this chapter
-# (in preparation); everything they need is here: the rule, the rollback, the cost model.
+# holds on this CPU. The tree is exercise 4; the EAGLE head is the next exercise of this chapter
+# (in preparation); everything it needs is here: the rule, the rollback, the cost model.
 #
-# ## 6. Batch size, money, and practice
-# ### 6. 批大小、成本与实践
+# ## 7. Batch size, money, and practice
+# ### 7. 批大小、成本与实践
 #
 # ### ROI: speculation at batch 1 and at batch 64 · ROI：批大小1与64时的投机收益
 #
