@@ -2,6 +2,7 @@
 
   python -m grader check NOTEBOOK            grade one notebook, no course directory needed
   python -m grader autograde CHAPTER [--student ID] [--jobs N] [--course-dir DIR]
+                             [--verdicts DIR [--shard I/N]]   (shards: grader/autograde.py)
   python -m grader report [--course-dir DIR] [--csv FILE]
   python -m grader build [CHAPTER ...]       notebooks from their twins, then release/
   python -m grader solutions [CHAPTER ...]   executed reference notebooks in solutions/
@@ -66,9 +67,31 @@ def cmd_autograde(args: argparse.Namespace) -> int:
     except SandboxUnavailable as exc:
         print(f"grader: {exc}", file=sys.stderr)
         return 2
-    run = autograde(args.chapter, Path(args.course_dir).resolve(), args.student, args.jobs)
+    if args.shard is not None and args.verdicts is None:
+        print("grader: --shard needs --verdicts DIR, the folder the merge step reads", file=sys.stderr)
+        return 2
+    try:
+        run = autograde(args.chapter, Path(args.course_dir).resolve(), args.student, args.jobs,
+                        verdicts=None if args.verdicts is None else Path(args.verdicts), shard=args.shard)
+    except ValueError as exc:  # a verdicts folder the sandbox could see
+        print(f"grader: {exc}", file=sys.stderr)
+        return 2
+    if run is None:  # a shard: its verdicts are in the folder, the gradebook is untouched
+        return 0
     print(run.stdout + run.stderr)
     return run.returncode
+
+
+def _shard(text: str) -> tuple[int, int]:
+    """`I/N` -> (I, N), 0 <= I < N: a Kubernetes Indexed Job's JOB_COMPLETION_INDEX and
+    its completions."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected I/N, e.g. 0/3") from None
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"{text!r}: I must be one of 0..N-1")
+    return index, count
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -136,6 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--student")
     p.add_argument("--jobs", type=int, default=1, help="submissions judged at the same time")
     p.add_argument("--course-dir", default=str(course_config.ROOT))
+    p.add_argument("--verdicts", metavar="DIR",
+                   help="keep the judge's verdicts in DIR (made if missing) and reuse those there, "
+                        "judging only what is missing; DIR must be writable by the grader only")
+    p.add_argument("--shard", metavar="I/N", type=_shard,
+                   help="only judge shard I of N (every N-th student from the I-th, sorted) into "
+                        "--verdicts; no gradebook is written: a run without --shard merges")
     p.set_defaults(run=cmd_autograde)
     p = sub.add_parser("report", help="class table from the gradebook")
     p.add_argument("--course-dir", default=str(course_config.ROOT))

@@ -69,17 +69,51 @@ def suite_path(suite: str) -> Path:
     return SUITES_DIR / chapter / f"test_{name}.py"
 
 
-JUDGED_ENV = "GRADER_JUDGED_DIR"  # a private folder of verdicts already reached this run
+JUDGED_ENV = "GRADER_JUDGED_DIR"  # a folder of verdicts already reached (grader/autograde.py)
 
 
 def _judged_path(cells: list[dict], suites: list[str], chapter: str, filename: str) -> Path | None:
     """Where the verdicts on exactly this code are kept while a class is graded: the
-    parallel judging phase writes them, nbgrader's serial autograde reads them."""
+    parallel judging phase (or a shard of it, on another machine) writes them, nbgrader's
+    serial autograde reads them. The key is everything a verdict depends on: the code,
+    the file name its tracebacks show, the suites' text and the course's limits
+    (course_config.py), so a folder kept across an edit of either is never read stale."""
     folder = os.environ.get(JUDGED_ENV)
     if not folder:
         return None
-    key = hashlib.sha256(json.dumps([chapter, suites, filename, cells], sort_keys=True).encode())
+    judged_by = [_digest(suite_path(s)) for s in suites] + [_digest(course_config.ROOT / "course_config.py")]
+    key = hashlib.sha256(json.dumps([chapter, suites, filename, cells, judged_by], sort_keys=True).encode())
     return Path(folder) / f"{key.hexdigest()}.json"
+
+
+def _digest(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def _kept_verdicts(path: Path, suites: list[str]) -> dict[str, SuiteResult] | None:
+    """The verdicts kept at `path`, or None where there are none to trust: a missing,
+    truncated or malformed file (a shard killed while writing, a disk error) costs only a
+    new judging of that code, never a score."""
+    try:
+        data = json.loads(path.read_text())
+        results = {s: SuiteResult(s, [TestResult(**t) for t in data[s]]) for s in suites}
+    except (OSError, ValueError, TypeError, KeyError):  # ValueError: bad JSON or UTF-8
+        return None
+    sound = set(data) == set(suites) and all(
+        isinstance(t.name, str) and isinstance(t.message, str) and t.status in STATUSES
+        and isinstance(t.points, (int, float)) and isinstance(t.seconds, (int, float))
+        for r in results.values() for t in r.tests)
+    return results if sound else None
+
+
+def _keep_verdicts(path: Path, results: dict[str, SuiteResult]) -> None:
+    """Write the verdicts whole or not at all (a new file renamed into place): a reader,
+    perhaps on another machine, sees the old state or the new, never half a file."""
+    text = json.dumps({s: [asdict(t) for t in r.tests] for s, r in results.items()})
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".writing-", suffix=".json",
+                                     delete=False) as f:  # mode 0600
+        f.write(text)
+    os.replace(f.name, path)
 
 
 def run_suites(cells: list[dict], suites: list[str], *, chapter: str, filename: str = "notebook",
@@ -90,12 +124,11 @@ def run_suites(cells: list[dict], suites: list[str], *, chapter: str, filename: 
     if until_first_failure:
         return _judge(cells, suites, chapter=chapter, filename=filename, maxfail=1)
     kept = _judged_path(cells, suites, course_config.chapter(chapter).slug, filename)
-    if kept is not None and kept.is_file():
-        return {s: SuiteResult(s, [TestResult(**t) for t in tests])
-                for s, tests in json.loads(kept.read_text()).items()}
+    if kept is not None and (results := _kept_verdicts(kept, suites)) is not None:
+        return results
     results = _judge(cells, suites, chapter=chapter, filename=filename)
     if kept is not None:
-        kept.write_text(json.dumps({s: [asdict(t) for t in r.tests] for s, r in results.items()}))
+        _keep_verdicts(kept, results)
     return results
 
 

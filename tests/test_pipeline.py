@@ -1,7 +1,9 @@
 """End to end: the demo class through nbgrader's real autograde with the judge plugged
 in, in a scratch course directory; then the instructor CLI on single notebooks."""
 
+import json
 import re
+import shutil
 import subprocess
 import sys
 from html import unescape
@@ -130,6 +132,90 @@ def test_regrading_via_the_cli_gives_the_same_scores(demo):
 
     again = {(r["student"], r["chapter"]): r["score"] for r in class_table(course_dir)}
     assert again[("partly_wrong", CHAPTER.slug)] == table[("partly_wrong", CHAPTER.slug)]["score"]
+
+
+def _cell_scores(course_dir) -> dict:
+    """(student, notebook, grade_id) -> score, for every graded cell in the gradebook."""
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course_dir / 'gradebook.db'}", course_config.COURSE_ID) as gradebook:
+        return {(sub.student.id, nb.name, grade.name): grade.score
+                for sub in gradebook.find_assignment(CHAPTER.slug).submissions
+                for nb in sub.notebooks for grade in nb.grades}
+
+
+def _verdict_file(course_dir, student, verdicts, monkeypatch):
+    """The verdicts file the judge keeps for `student`'s submission in `verdicts`."""
+    from grader.judge import JUDGED_ENV, _judged_path
+    from grader.notebook import student_cells
+
+    name = CHAPTER.notebooks[0]
+    nb = nbformat.read(course_dir / "submitted" / student / CHAPTER.slug / f"{name}.ipynb", as_version=4)
+    source = source_notebook(CHAPTER.slug, name, course_dir)[0]
+    monkeypatch.setenv(JUDGED_ENV, str(verdicts))
+    path = _judged_path(student_cells(nb, source), [s for _, s, _ in graded_suites(source, CHAPTER.slug)],
+                        CHAPTER.slug, f"{name}.ipynb")
+    monkeypatch.delenv(JUDGED_ENV)
+    return path
+
+
+def test_sharded_grading_then_merge_gives_the_unsharded_scores(demo, tmp_path, monkeypatch):
+    """Grading over machines, here three processes at once: `--shard I/3` judges every
+    third student into one verdicts folder and writes no gradebook; the merge (the same
+    command without --shard) writes the gradebook with every score of the unsharded run,
+    judging again only what it cannot trust in the folder (a verdict lost, one cut short).
+    The demo class without `never_returns`, whose loops spin a core through its tests'
+    time limits (half a minute: containment is proven above, sharding does not touch it)."""
+    from nbgrader.api import Gradebook
+
+    from grader.report import class_table
+
+    unsharded, table = demo
+    left_out = "never_returns"
+    course_dir, verdicts = tmp_path / "course", tmp_path / "verdicts"
+    for part in ("source", "release", "submitted"):
+        shutil.copytree(unsharded / part, course_dir / part, ignore=shutil.ignore_patterns(left_out))
+    shutil.copyfile(unsharded / "gradebook.db", course_dir / "gradebook.db")
+    with Gradebook(f"sqlite:///{course_dir / 'gradebook.db'}", course_config.COURSE_ID) as gradebook:
+        for student, _ in table:  # the chapter stays released; every score must come anew
+            gradebook.remove_submission(CHAPTER.slug, student)
+    students = sorted(p.name for p in (course_dir / "submitted").iterdir())
+    autograde = [sys.executable, "-m", "grader", "autograde", CHAPTER.slug, "--course-dir", str(course_dir),
+                 "--verdicts", str(verdicts)]
+    spoiled, lost = (_verdict_file(course_dir, s, verdicts, monkeypatch) for s in ("roi_only", "untouched"))
+    verdicts.mkdir(mode=0o700)
+    spoiled.write_text('{"ch01_why_optimize/roi": [{"name": "cut sh')  # a file cut short
+    shards = [subprocess.Popen([*autograde, "--shard", f"{i}/3"], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True) for i in range(3)]
+    logs = [shard.communicate(timeout=300)[0] for shard in shards]
+    assert [shard.returncode for shard in shards] == [0, 0, 0], logs
+    assert sum(int(re.search(r"judged (\d+) submissions", log).group(1)) for log in logs) == len(students)
+    assert class_table(course_dir) == [] and not (course_dir / "autograded").exists(), "shards write no grades"
+    assert json.loads(spoiled.read_text()), "a spoiled verdict is judged anew"
+
+    lost.unlink()  # as if its shard's machine had died
+    kept = {p: p.stat().st_mtime_ns for p in verdicts.glob("*.json")}
+    merge = subprocess.run(autograde, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert merge.returncode == 0, merge.stdout[-3000:] + merge.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept, "the merge judged again a verdict it had"
+    assert lost.is_file(), "the merge judges what no shard left"
+    expected = [row for row in class_table(unsharded) if row["student"] != left_out]
+    assert [row["student"] for row in expected] == students and class_table(course_dir) == expected
+    assert _cell_scores(course_dir) == {k: v for k, v in _cell_scores(unsharded).items() if k[0] != left_out}
+
+
+def test_shards_split_the_class_and_verdicts_stay_out_of_the_sandbox(tmp_path):
+    from grader.autograde import autograde, shard_of
+
+    folders = [tmp_path / "submitted" / f"student{i}" / CHAPTER.slug for i in range(10)]
+    shards = [shard_of(list(reversed(folders)), (i, 3)) for i in range(3)]
+    assert sorted(sum(shards, [])) == folders and [len(s) for s in shards] == [4, 3, 3]
+    with pytest.raises(ValueError, match="sandbox"):
+        autograde(CHAPTER.slug, tmp_path, verdicts=ROOT / "models" / "verdicts")
+    assert not (ROOT / "models" / "verdicts").exists()
+    run = subprocess.run([sys.executable, "-m", "grader", "autograde", CHAPTER.slug, "--course-dir", str(tmp_path),
+                          "--shard", "0/3"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "--verdicts" in run.stderr
 
 
 def _check(path):

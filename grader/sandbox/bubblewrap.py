@@ -69,6 +69,13 @@ def _readonly_views() -> list[tuple[str, str]]:
     return views
 
 
+def visible_in_sandbox(path: Path) -> bool:
+    """Whether `path` lies in what a sandbox shows student code (read-only): grading keeps
+    what students must not read, such as a folder of verdicts, out of it."""
+    real = Path(path).resolve()
+    return any(real == Path(host) or Path(host) in real.parents for host, _ in _readonly_views())
+
+
 def _system_links() -> list[str]:
     """/bin, /lib, ... as on the host: symlinks into /usr on merged-/usr systems."""
     args: list[str] = []

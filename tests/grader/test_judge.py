@@ -141,3 +141,45 @@ def test_a_judge_run_past_its_limit_is_stopped(tmp_path):
         status, log = _run_pytest(["-q", "-p", "no:cacheprovider", str(tmp_path / "test_quick.py")], env, 60.0,
                                   preloaded)
         assert status == 1 and "1 failed" in log, log
+
+
+def test_kept_verdicts_are_trusted_only_whole_and_only_for_the_same_suites(tmp_path, monkeypatch):
+    """A folder of verdicts (grader/autograde.py, kept across machines with --verdicts):
+    a file is keyed by the code and by the suites' text, is written whole, and anything
+    unreadable in it (cut short, malformed, other suites, an unknown status) reads as no
+    verdict, which costs a new judging and nothing else."""
+    from dataclasses import asdict
+
+    from grader import judge
+    from grader.judge import JUDGED_ENV, SuiteResult, TestResult
+
+    monkeypatch.setattr(judge, "SUITES_DIR", tmp_path / "suites")
+    (tmp_path / "suites" / "ch01_why_optimize").mkdir(parents=True)
+    suite_file = tmp_path / "suites" / "ch01_why_optimize" / "test_roi.py"
+    suite_file.write_text("def test_one(student): pass\n")
+    monkeypatch.setenv(JUDGED_ENV, str(tmp_path))
+    cells, suites = [{"name": "'x'", "source": "x = 1"}], ["ch01_why_optimize/roi"]
+    path = judge._judged_path(cells, suites, "ch01_why_optimize", "nb.ipynb")
+    assert path.parent == tmp_path
+    assert judge._judged_path([{"name": "'x'", "source": "x = 2"}], suites, "ch01_why_optimize", "nb.ipynb") != path
+    suite_file.write_text("def test_one(student): assert False\n")
+    assert judge._judged_path(cells, suites, "ch01_why_optimize", "nb.ipynb") != path, "a suite edited"
+
+    results = {suites[0]: SuiteResult(suites[0], [TestResult("one", 2.0, "passed", seconds=0.1)])}
+    judge._keep_verdicts(path, results)
+    assert judge._kept_verdicts(path, suites) == results
+    assert [p.name for p in tmp_path.iterdir() if p.is_file()] == [path.name], "no file left half written"
+    record = asdict(results[suites[0]].tests[0])
+    for text in ["", '{"ch01_why_optimize/roi": [{"name": "one", "po', "[]", "null",
+                 json.dumps({"ch01_why_optimize/other": [record]}),
+                 json.dumps({suites[0]: [record], "ch01_why_optimize/other": [record]}),
+                 json.dumps({suites[0]: [dict(record, status="full marks")]}),
+                 json.dumps({suites[0]: [dict(record, points="2")]}),
+                 json.dumps({suites[0]: [dict(record, forged=True)]}),
+                 json.dumps({suites[0]: record})]:
+        path.write_text(text)
+        assert judge._kept_verdicts(path, suites) is None, text
+    path.write_bytes(b"\xff\xfe")
+    assert judge._kept_verdicts(path, suites) is None
+    path.unlink()
+    assert judge._kept_verdicts(path, suites) is None
