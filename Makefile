@@ -49,15 +49,9 @@ chromium:
 	    { apt-get update -q >/dev/null && apt-get install -y -q chromium fonts-wqy-zenhei >/dev/null; }; \
 	  else echo "No Chromium (Debian's 'chromium' package): the hub's browser test will be skipped"; fi; }
 
-.venv/.installed: environment/requirements.txt pyproject.toml
-	@test -x $(PY) || python3.11 -m venv .venv
-	$(PY) -m pip install -q -r environment/requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
-	@# jsonschema's optional IRI format checker (rfc3987-syntax) builds ~35 Lark parsers each
-	@# time nbformat is imported: 2-3 s in every nbgrader call, judge and notebook check. No
-	@# Jupyter schema uses those formats (python-jsonschema/jsonschema#1428), so it goes.
-	$(PY) -m pip uninstall -y -q rfc3987-syntax lark 2>&1 | grep -v "^WARNING: Skipping" || true
-	$(PY) -m pip install -q --no-deps -e . 2>&1 | grep -v "^WARNING: Location" || true
-	$(PY) -c "import torch, triton, transformers, nbgrader, nbval, jupyterlab, llmopt, course_config"
+# environment/install.sh: the one install, which the images run too (environment/docker/).
+.venv/.installed: environment/requirements.txt pyproject.toml environment/install.sh
+	environment/install.sh --venv .venv
 	@touch $@
 
 # Re-resolve the pins after editing requirements.in.
