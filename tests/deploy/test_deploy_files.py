@@ -9,7 +9,8 @@
   the student image copies nothing of the grader, the source notebooks or the solutions;
 - environment/install.sh, the one install of .venv and both images: each mode runs the
   pip commands it should (against stand-in interpreters that record them), and this
-  machine's .venv holds what it installs. The script itself runs for real in `make setup`.
+  machine's .venv holds what it installs. The script itself runs for real in `make setup`;
+- README.md's "Deploying the course" names only files and grader flags that exist.
 """
 
 from __future__ import annotations
@@ -321,3 +322,16 @@ def test_shell_scripts_parse(script):
     assert os.access(script, os.X_OK), f"{script.name} is not executable"
     run = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
+
+
+def test_readme_deploying_section_names_files_and_flags_that_exist():
+    """The README's "Deploying the course" names only files that exist, and the grader
+    flags it shows are the CLI's."""
+    readme = (ROOT / "README.md").read_text()
+    section = re.search(r"^## Deploying the course\n(.*?)(?=^## )", readme, re.S | re.M).group(1)
+    named = set(re.findall(r"\b((?:environment|tests)/[\w./-]+\w)", section))
+    assert named and not [n for n in named if not (ROOT / n).exists()], named
+    run = subprocess.run([sys.executable, "-m", "grader", "autograde", "--help"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    for flag in set(re.findall(r"python -m grader autograde .*?(--[a-z-]+)", section)) | {"--shard", "--verdicts"}:
+        assert flag in run.stdout, flag
