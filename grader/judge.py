@@ -76,12 +76,14 @@ def _judged_path(cells: list[dict], suites: list[str], chapter: str, filename: s
     """Where the verdicts on exactly this code are kept while a class is graded: the
     parallel judging phase (or a shard of it, on another machine) writes them, nbgrader's
     serial autograde reads them. The key is everything a verdict depends on: the code,
-    the file name its tracebacks show, the suites' text and the course's limits
-    (course_config.py), so a folder kept across an edit of either is never read stale."""
+    the file name its tracebacks show, the text of the chapter's suites and their helper
+    modules, and the course's limits (course_config.py), so a folder kept across an edit
+    of any of them is never read stale."""
     folder = os.environ.get(JUDGED_ENV)
     if not folder:
         return None
-    judged_by = [_digest(suite_path(s)) for s in suites] + [_digest(course_config.ROOT / "course_config.py")]
+    judged_by = [_digest(p) for p in sorted((SUITES_DIR / chapter).glob("*.py"))]  # suites and helpers
+    judged_by.append(_digest(course_config.ROOT / "course_config.py"))
     key = hashlib.sha256(json.dumps([chapter, suites, filename, cells, judged_by], sort_keys=True).encode())
     return Path(folder) / f"{key.hexdigest()}.json"
 

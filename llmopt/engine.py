@@ -51,7 +51,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Callable, NamedTuple, Protocol, Union
+from typing import Callable, NamedTuple, Protocol, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -254,9 +254,14 @@ class LlamaWeights:
             raise ValueError(f"extra must be >= 0, got {extra}")
         silent = lambda layer: dataclasses.replace(  # noqa: E731
             layer, o_proj=torch.zeros_like(layer.o_proj), down_proj=torch.zeros_like(layer.down_proj))
-        layers = tuple(x for layer in self.layers for x in (layer,) + (silent(layer),) * extra)
+        return self.with_layers(tuple(x for layer in self.layers for x in (layer,) + (silent(layer),) * extra))
+
+    def with_layers(self, layers: Sequence[LayerWeights]) -> "LlamaWeights":
+        """Other decoder layers between this model's embedding and its final norm and LM
+        head (shared, not copied), with its RoPE. Chapter 8's EAGLE head is one trained
+        layer inside the target's frozen embedding and LM head."""
         weights = copy.copy(self)
-        object.__setattr__(weights, "layers", layers)
+        object.__setattr__(weights, "layers", tuple(layers))
         return weights
 
     @classmethod
@@ -538,9 +543,10 @@ class Engine:
                                      visible.positions)  # (B, H, T, hd)
         return project(out.transpose(1, 2).reshape(B, T, H * hd), layer.o_t)  # (B, T, D)
 
-    def forward(self, input_ids: Tensor, positions: Tensor,
+    def forward(self, input_ids: Tensor | None, positions: Tensor,
                 kv_cache: KVCache | None = None, *, logits_at: Tensor | None = None,
-                visibility: Visibility | None = None) -> Tensor:
+                visibility: Visibility | None = None, inputs_embeds: Tensor | None = None,
+                hidden_at: Sequence[int] = ()) -> Tensor | tuple[Tensor, list[Tensor]]:
         """Logits (B, T, V) of tokens input_ids (B, T) at positions (B, T).
 
         Without a cache, the tokens attend only to each other, so input_ids must hold
@@ -548,9 +554,18 @@ class Engine:
         `logits_at` (N,) long: only the logits of those token indices, (B, N, V). A
         prefill needs one row of logits, not T: the LM head (V x D, as big as a layer's
         matmuls for the course model) then runs on N tokens instead of T.
+
+        The two seams of chapter 8's EAGLE head: `inputs_embeds` (B, T, D) enters the
+        first layer instead of the embeddings of input_ids (then None); `hidden_at`,
+        layer indices (negative from the end), also returns the residual stream after
+        each of those layers, (B, T, D) for every token whatever `logits_at` says: the
+        result is then (logits, [hidden, ...]). The target's "features" are
+        `hidden_at=(-1,)`, the state that the final norm and the LM head turn into logits.
         """
         w = self.weights
-        x = w.embed_tokens[input_ids]  # (B, T, D)
+        x = w.embed_tokens[input_ids] if inputs_embeds is None else inputs_embeds  # (B, T, D)
+        keep = sorted({index % len(w.layers) for index in hidden_at})
+        hidden = {}
         rope = rope_tables(positions, w.rope_inv_freq, w.rope_scale, x.dtype)
         visibility = visibility or Visibility(positions)
         for layer_index, layer in enumerate(w.layers):
@@ -559,10 +574,15 @@ class Engine:
                                          visibility)
             normed = rms_norm(x, layer.mlp_norm, w.rms_norm_eps)  # (B, T, D)
             x = x + swiglu_mlp(normed, layer)
+            if layer_index in keep:
+                hidden[layer_index] = x
         if logits_at is not None:
             x = x[:, logits_at]  # (B, N, D)
         x = rms_norm(x, w.final_norm, w.rms_norm_eps)
-        return x @ w.lm_head_t  # (B, T or N, V)
+        logits = x @ w.lm_head_t  # (B, T or N, V)
+        if hidden_at:
+            return logits, [hidden[index % len(w.layers)] for index in hidden_at]
+        return logits
 
     @torch.inference_mode()
     def generate(self, input_ids: Tensor, attention_mask: Tensor | None = None,

@@ -195,3 +195,30 @@ def test_silent_layers_keep_the_logits_and_multiply_the_work():
     assert torch.equal(Engine(deep).forward(ids, positions), Engine(weights).forward(ids, positions))
     with pytest.raises(ValueError):
         weights.with_silent_layers(-1)
+
+
+def test_hidden_states_and_input_embeddings_are_the_eagle_seams():
+    """hidden_at returns the residual stream that transformers reports (before the final norm
+    for -1), inputs_embeds replaces the embedding lookup, and with_layers keeps the ends."""
+    from llmopt.models import load_model
+
+    model = load_model("course-lm")
+    engine = Engine.from_model(model)
+    ids = torch.randint(3, 4096, (2, 11), generator=torch.Generator().manual_seed(9))
+    positions = torch.arange(11).expand(2, 11)
+    plain = engine.forward(ids, positions)
+    logits, (first, last) = engine.forward(ids, positions, hidden_at=(0, -1))
+    assert torch.equal(logits, plain)
+    with torch.no_grad():
+        states = model(ids, output_hidden_states=True).hidden_states  # embeddings, then each layer (last one normed)
+    torch.testing.assert_close(first, states[1], atol=1e-4, rtol=1e-4)
+    normed = torch.nn.functional.rms_norm(last, (last.shape[-1],), engine.weights.final_norm,
+                                          engine.weights.rms_norm_eps)
+    torch.testing.assert_close(normed, states[-1], atol=1e-4, rtol=1e-4)
+    rows, (hidden,) = engine.forward(ids, positions, logits_at=torch.tensor([10]), hidden_at=(-1,))
+    assert rows.shape == (2, 1, plain.shape[-1]) and hidden.shape == last.shape
+    embeds = engine.weights.embed_tokens[ids]
+    assert torch.equal(engine.forward(None, positions, inputs_embeds=embeds), plain)
+    one = Engine(engine.weights.with_layers(engine.weights.layers[:1]))
+    assert one.weights.lm_head_t is engine.weights.lm_head_t and len(one.weights.layers) == 1
+    torch.testing.assert_close(one.forward(ids, positions, hidden_at=(-1,))[1][0], first, atol=1e-5, rtol=0)
