@@ -1164,7 +1164,7 @@ _train = calibration_tokens(16_384 if SMALL else 131_072, window=128)
 torch.set_num_threads(2)
 eagle = train_eagle_head(target, _train, _steps, batch=8, progress=not SMALL)
 _held = heldout_tokens(8 * 128).view(8, 128)
-with torch.no_grad():
+with torch.inference_mode():
     _features, _greedy = target_features(target, _held)
     _head_logits, _ = eagle(_held[:, 1:], _features[:, :-1], torch.arange(127)[None].expand(8, 127))
 _top1 = float((_head_logits.argmax(dim=-1) == _greedy[:, 1:]).float().mean())

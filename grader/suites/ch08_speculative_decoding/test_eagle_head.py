@@ -128,7 +128,7 @@ def test_eagle_generate_drafts_as_the_text_says(student):
 
     target, judge_target = worker_engine(student, "course-lm"), judge_engine("course-lm")
     head = student.train_eagle_head(target, calibration_tokens(32 * 64, window=64, seed=SEED + 1), 20, SEED + 1)
-    for i, prompt in enumerate(prompts(3, 28, 830)):
+    for i, prompt in enumerate(prompts(2, 28, 830)):
         with torch.inference_mode():
             want = judge_target.generate(prompt, None, 24)[0].tolist()
         for gamma in (2, 4):

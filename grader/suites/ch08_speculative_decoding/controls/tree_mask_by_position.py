@@ -3,8 +3,7 @@
 
 
 def tree_attention_mask(parents):  # negative control
-    depth = []
-    for parent in parents:
-        depth.append(1 if parent < 0 else depth[parent] + 1)
-    depth = torch.tensor(depth)
-    return depth[None, :] <= depth[:, None]  # BUG: visibility by depth, not ancestry
+    depths = torch.zeros(len(parents), dtype=torch.long)
+    for node, parent in enumerate(parents):
+        depths[node] = 1 if parent == -1 else int(depths[parent]) + 1
+    return depths.unsqueeze(1) >= depths.unsqueeze(0)  # BUG: visibility by depth, not ancestry
