@@ -996,7 +996,7 @@ plt.show()
 # **Exercise 5 · 练习5.** Write `target_features`, `EagleHead`, `train_eagle_head` and
 # `eagle_generate`. `train_eagle_head` takes a number of steps and a seed, and with the
 # same arguments it must train the same head: the grader trains yours and the reference
-# for the same 60 steps on the same windows and compares their acceptance.
+# for the same 40 steps on the same windows and compares their acceptance.
 
 # %% nbgrader={"grade": false, "grade_id": "eagle_head_solution", "locked": false, "schema_version": 3, "solution": true}
 def target_features(target, windows, chunk=16):

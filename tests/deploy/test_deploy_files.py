@@ -22,6 +22,7 @@ import re
 import shlex
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -286,8 +287,12 @@ def test_vllm_extra_is_pinned_apart_from_the_course():
 
 
 def _installed() -> dict[str, str]:
+    """What the environment's site-packages holds: not what this process's sys.path can
+    see, where an imported setuptools adds its vendored packages (packaging among them,
+    at another version)."""
+    site = sysconfig.get_paths()["purelib"]
     return {re.sub(r"[-_.]+", "-", d.metadata["Name"]).lower(): d.version
-            for d in importlib.metadata.distributions()}
+            for d in importlib.metadata.distributions(path=[site])}
 
 
 def test_install_on_this_machines_environment_changes_nothing():
