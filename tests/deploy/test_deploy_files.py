@@ -312,7 +312,7 @@ def test_install_on_this_machines_environment_changes_nothing():
                 assert name not in installed, f"{name} should have been removed"
             else:
                 assert installed.get(name, "").split("+")[0] == version, f"{name}: {installed.get(name)} != {version}"
-    site = Path(importlib.metadata.distribution("llmopt-course")._path).parent  # noqa: SLF001
+    site = Path(sysconfig.get_paths()["purelib"])  # not the repository's egg-info beside llmopt/
     before = {p.name: p.stat().st_mtime_ns for p in site.iterdir()}
     run = subprocess.run(["bash", str(INSTALL), "--venv", str(venv)], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0 and "ready" in run.stdout, run.stdout + run.stderr

@@ -150,8 +150,8 @@ def test_the_trained_head_drafts_as_well_as_the_references(student):
 
     judge_target = judge_engine("course-lm")
     windows = calibration_tokens(64 * 64, window=64, seed=SEED)
-    held = held_out_windows(8, 64, 828)
-    hidden = prompts(3, 32, 829)
+    held = held_out_windows(6, 64, 828)
+    hidden = prompts(2, 32, 829)
     measured = {}
     with reference_worker("ch08_speculative_decoding", "setup", "eagle_head_solution") as reference:
         for name, side in (("yours", student), ("reference", reference)):
