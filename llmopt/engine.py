@@ -564,7 +564,7 @@ class Engine:
         """
         w = self.weights
         x = w.embed_tokens[input_ids] if inputs_embeds is None else inputs_embeds  # (B, T, D)
-        keep = sorted({index % len(w.layers) for index in hidden_at})
+        keep = {index % len(w.layers) for index in hidden_at}
         hidden = {}
         rope = rope_tables(positions, w.rope_inv_freq, w.rope_scale, x.dtype)
         visibility = visibility or Visibility(positions)
