@@ -95,8 +95,9 @@ def controls(chapter: str) -> list[str]:
 
 
 def control_targets(chapter: str, control: str) -> list[str] | None:
-    """The suites a control is meant to fail, from its `# targets: a, b` line (None: all).
-    Proving a control runs just those suites, which keeps CI short."""
+    """The suites a control is meant to fail, from its `# targets: a, b` line (None: all);
+    `suite::test_name` names the one test of a suite that catches it. Proving a control
+    runs just those, which keeps CI short."""
     for line in control_path(chapter, control).read_text().splitlines():
         if line.startswith("# targets:"):
             return [f"{chapter}/{name.strip()}" for name in line.split(":", 1)[1].split(",")]

@@ -122,9 +122,11 @@ def run_suites(cells: list[dict], suites: list[str], *, chapter: str, filename: 
                until_first_failure: bool = False) -> dict[str, SuiteResult]:
     """The verdicts, judged once: see `_judge`. `until_first_failure` (for proving negative
     controls, never for grading) stops the run at the first test that fails; the tests
-    after it are recorded as not run."""
+    after it are recorded as not run. Only then may a suite be narrowed to one of its
+    tests, "chapter/suite::test_name": the test a control is known to fail."""
     if until_first_failure:
         return _judge(cells, suites, chapter=chapter, filename=filename, maxfail=1)
+    assert not any("::" in s for s in suites), "grading runs whole suites"
     kept = _judged_path(cells, suites, course_config.chapter(chapter).slug, filename)
     if kept is not None and (results := _kept_verdicts(kept, suites)) is not None:
         return results
@@ -145,6 +147,8 @@ def _judge(cells: list[dict], suites: list[str], *, chapter: str, filename: str,
     may quote suite code) goes to the instructors' log, never into a message."""
     ch = course_config.chapter(chapter)
     bubblewrap.check()  # refuse here, clearly, rather than in every test
+    nodes = {s: f"::{s.partition('::')[2]}" if "::" in s else "" for s in suites}
+    suites = list(dict.fromkeys(s.partition("::")[0] for s in suites))
     results: dict[str, SuiteResult] = {s: SuiteResult(s) for s in suites}
     missing = [s for s in suites if not suite_path(s).is_file()]
     for s in missing:
@@ -165,7 +169,8 @@ def _judge(cells: list[dict], suites: list[str], *, chapter: str, filename: str,
             "--assert=plain", "--no-header", "-o", "addopts=", "-o", "filterwarnings=",
             f"--student-source={source_file}", f"--student-filename={filename}",
             f"--results={results_file}", f"--chapter={ch.slug}", f"--maxfail={maxfail}",
-            *(str(suite_path(s)) for s in present),
+            *(f"{suite_path(s.partition('::')[0])}{node}" for s, node in nodes.items()
+              if s.partition("::")[0] in present),
         ]
         status, log = _run_pytest(args, env, course_config.GRADING.suite_timeout_s,
                                   preloaded="torch" in ch.worker_imports)

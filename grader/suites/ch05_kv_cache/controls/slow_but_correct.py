@@ -1,6 +1,6 @@
 """Negative control: slow but correct: "cached" decoding that recomputes every step, and
 paged attention that gathers one token at a time in Python. Fails the performance checks only."""
-# targets: contiguous_cache, paged_attention
+# targets: contiguous_cache::test_cached_decoding_is_faster
 
 
 def generate_with_cache(engine, input_ids, attention_mask=None, max_new_tokens=32):  # negative control

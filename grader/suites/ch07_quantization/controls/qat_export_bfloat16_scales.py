@@ -1,5 +1,5 @@
 """Negative control: QAT's export rounds its scales to bfloat16, not the float16 the fake quantizer trained with."""
-# targets: qat
+# targets: qat::test_export_matches_fake_quant
 
 
 def export_qat(engine, group_size=32):  # negative control

@@ -1,5 +1,5 @@
 """Negative control: QAT trains with 1x32 groups but exports with groups of 128."""
-# targets: qat
+# targets: qat::test_export_matches_fake_quant
 
 
 def export_qat(engine, group_size=32):  # negative control

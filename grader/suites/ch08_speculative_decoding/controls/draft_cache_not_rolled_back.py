@@ -1,5 +1,5 @@
 """Negative control: the drafter's cache is never rolled back, only the target's (greedy tokens stay right; acceptance drops)."""
-# targets: speculative_decoding
+# targets: speculative_decoding::test_accepted_counts_match_the_greedy_chain
 
 @torch.inference_mode()
 def speculative_generate(target, draft, input_ids, max_new_tokens, gamma, temperature=0.0, generator=None):  # negative control

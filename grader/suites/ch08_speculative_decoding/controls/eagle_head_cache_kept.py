@@ -1,5 +1,5 @@
 """Negative control: the head's cache is cut back one item short, so it keeps the item of its first guess (its own feature, perhaps a rejected token)."""
-# targets: eagle_head
+# targets: eagle_head::test_eagle_generate_drafts_as_the_text_says
 
 
 @torch.inference_mode()

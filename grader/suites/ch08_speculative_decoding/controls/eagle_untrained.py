@@ -1,5 +1,5 @@
 """Negative control: the training loop computes the loss but never steps the optimizer."""
-# targets: eagle_head
+# targets: eagle_head::test_the_trained_head_drafts_as_well_as_the_references
 
 
 def train_eagle_head(target, windows, steps, seed=0, batch=4, lr=3e-3, progress=False):  # negative control

@@ -1,6 +1,6 @@
 """Negative control: plain decoding of the target, with the per-cycle counts forged from a replay of the
 draft model's proposals: every token and count is right, and nothing is faster."""
-# targets: speculative_decoding
+# targets: speculative_decoding::test_an_agreeing_drafter_makes_decoding_faster
 
 
 @torch.inference_mode()
