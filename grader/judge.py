@@ -317,8 +317,7 @@ def student(request: pytest.FixtureRequest, _worker_pool: WorkerPool):
     fresh = request.node.get_closest_marker("fresh_worker") is not None
     cells = json.loads(Path(config.getoption("student_source")).read_text())
     yield _worker_pool.student(str(request.node.fspath), fresh, cells,
-                               config.getoption("student_filename"), _time_limit(request),
-                               spare=getattr(request.node, "_grader_spare", True))
+                               config.getoption("student_filename"), _time_limit(request))
 
 
 @pytest.fixture
@@ -469,19 +468,6 @@ def leaderboard_entry(board) -> dict | None:
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
     config._grader_collected = list(items)
-    # Which tests are followed by one that wants a new worker (another suite file, or a
-    # fresh_worker test): only those keep a spare starting in the background.
-    wanted_later, previous_file = [], None
-    for item in items:
-        if "student" not in getattr(item, "fixturenames", ()):
-            continue
-        new = item.fspath != previous_file or item.get_closest_marker("fresh_worker") is not None
-        wanted_later.append((item, new))
-        previous_file = item.fspath
-    later = False
-    for item, new in reversed(wanted_later):
-        item._grader_spare = later
-        later = later or new
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

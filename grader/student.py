@@ -10,10 +10,12 @@ timeout, crashed (the worker died: exit, signal, memory, output limit), or a loa
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -93,12 +95,149 @@ def _limit_resources(memory_mb: int, output_bytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_NPROC, (MAX_PROCESSES, MAX_PROCESSES))
 
 
-class Worker:
-    """One sandboxed worker process, serving the tests of one suite file until it fails."""
+class ZygoteGone(RuntimeError):
+    """The zygote died or stopped answering (a worker of the same submission may have
+    killed it): the pool starts another."""
+
+
+class Zygote:
+    """One sandbox per submission's grading run, with a process in it that has imported
+    what the chapter needs and forks every worker that run asks for (worker.py,
+    `zygote`): the seconds of `import torch` are paid once, not once per worker.
+
+    Within the run the workers share the sandbox (its /tmp, its pid namespace), and hold
+    one submission's code only; the zygote runs none of it and is not dumpable, so
+    they cannot read or trace it. Another submission, a baseline and the reference get
+    sandboxes of their own. Everything in the sandbox dies with the zygote."""
 
     def __init__(self, memory_mb: int, output_bytes: int, threads: int = 1,
                  imports: tuple[str, ...] = course_config.Chapter.worker_imports):
         bubblewrap.check()
+        self.scratch = Path(tempfile.mkdtemp(prefix="grader-zygote-"))  # judge-private
+        log = os.open(self.scratch / "zygote.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
+        env.update(HOME="/tmp/home", MPLBACKEND="Agg", GRADER_WORKER_THREADS=str(threads),
+                   GRADER_WARM_IMPORTS=",".join(imports),
+                   GRADER_GPU_MEMORY_FRACTION=str(course_config.GRADING.worker_gpu_memory_fraction),
+                   OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+                   PYTHONDONTWRITEBYTECODE="1", PYTHONHASHSEED="0")
+        argv = [sys.executable, "-I", str(WORKER_SCRIPT), "--zygote", str(theirs.fileno())]
+        try:
+            self.process = subprocess.Popen(
+                bubblewrap.command(argv, [WORKER_SCRIPT, WIRE_MODULE]), cwd=self.scratch, env=env,
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(theirs.fileno(),),
+                preexec_fn=lambda: _limit_resources(memory_mb, output_bytes),
+            )
+        finally:
+            os.close(log)
+            theirs.close()
+        self._lock = threading.Lock()  # one fork at a time
+        self._changed = threading.Condition()
+        self._ready = self._closed = False
+        self._forked: list[int] = []
+        self._exited: dict[int, int] = {}
+        threading.Thread(target=self._listen, daemon=True).start()
+
+    def _listen(self) -> None:
+        while True:
+            try:
+                message = json.loads(self._control.recv(4096) or b"null")
+            except (OSError, ValueError):
+                message = None
+            with self._changed:
+                if not isinstance(message, dict):  # gone (or not our zygote any more)
+                    self._closed = True
+                    self._changed.notify_all()
+                    return
+                if "ready" in message:
+                    self._ready = True
+                elif "forked" in message:
+                    self._forked.append(int(message["forked"]))
+                elif "exited" in message:
+                    self._exited[int(message["exited"])] = int(message["status"])
+                self._changed.notify_all()
+
+    def alive(self) -> bool:
+        return not self._closed and self.process.poll() is None
+
+    def fork(self, fds: tuple[int, int, int]) -> "_Forked":
+        """A new worker on these descriptors (requests, replies, output)."""
+        with self._lock, self._changed:
+            self._changed.wait_for(lambda: self._ready or self._closed, STARTUP_TIMEOUT_S)
+            try:
+                if not self._ready or self._closed:
+                    raise OSError
+                socket.send_fds(self._control, [b'{"op": "fork"}'], list(fds))
+            except OSError:
+                raise ZygoteGone(f"the grading zygote is gone: {self.log_tail()}") from None
+            if not self._changed.wait_for(lambda: self._forked or self._closed, STARTUP_TIMEOUT_S) \
+                    or not self._forked:
+                raise ZygoteGone(f"the grading zygote did not fork: {self.log_tail()}")
+            return _Forked(self, self._forked.pop(0))
+
+    def returncode(self, pid: int) -> int | None:
+        with self._changed:
+            if pid in self._exited:
+                return self._exited[pid]
+            return -signal.SIGKILL if self._closed else None  # it died with the sandbox
+
+    def wait(self, pid: int, timeout: float | None = None) -> int:
+        with self._changed:
+            self._changed.wait_for(lambda: pid in self._exited or self._closed, timeout)
+        code = self.returncode(pid)
+        if code is None:
+            raise subprocess.TimeoutExpired(f"worker {pid}", timeout)
+        return code
+
+    def kill(self, pid: int) -> None:
+        try:
+            self._control.send(json.dumps({"op": "kill", "pid": pid}).encode())
+        except OSError:
+            pass
+
+    def log_tail(self) -> str:
+        try:
+            return (self.scratch / "zygote.log").read_text(errors="replace")[-2000:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.process.wait()
+        self._control.close()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+class _Forked:
+    """A worker forked by a zygote, as the Worker sees a process: poll, wait, kill."""
+
+    def __init__(self, zygote: Zygote, pid: int):
+        self.zygote, self.pid = zygote, pid
+
+    def poll(self) -> int | None:
+        return self.zygote.returncode(self.pid)
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self.zygote.wait(self.pid, timeout)
+
+    def kill(self) -> None:
+        self.zygote.kill(self.pid)
+
+
+class Worker:
+    """One sandboxed worker process, serving the tests of one suite file until it fails.
+    Forked by `zygote`, or by a zygote of its own when none is given (a baseline, the
+    reference: code that must not share a sandbox with a student's)."""
+
+    def __init__(self, memory_mb: int, output_bytes: int, threads: int = 1,
+                 imports: tuple[str, ...] = course_config.Chapter.worker_imports, zygote: Zygote | None = None):
+        self._own_zygote = zygote is None
+        self.zygote = zygote or Zygote(memory_mb, output_bytes, threads, imports)
         # Judge-private: the student's output file lives here, opened by the judge and
         # inherited as the worker's stdout/stderr; the sandbox cannot see this folder.
         self.scratch = Path(tempfile.mkdtemp(prefix="grader-worker-"))
@@ -107,20 +246,15 @@ class Worker:
         output = os.open(self._output_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         req_read, self._req_write = os.pipe()
         self._rep_read, rep_write = os.pipe()
-        env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
-        env.update(HOME="/tmp/home", MPLBACKEND="Agg", GRADER_WORKER_THREADS=str(threads),
-                   GRADER_WARM_IMPORTS=",".join(imports),
-                   GRADER_GPU_MEMORY_FRACTION=str(course_config.GRADING.worker_gpu_memory_fraction),
-                   OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-                   PYTHONDONTWRITEBYTECODE="1", PYTHONHASHSEED="0")
-        argv = [sys.executable, "-I", str(WORKER_SCRIPT), str(req_read), str(rep_write)]
         try:
-            self.process = subprocess.Popen(
-                bubblewrap.command(argv, [WORKER_SCRIPT, WIRE_MODULE]), cwd=self.scratch, env=env,
-                stdin=subprocess.DEVNULL, stdout=output, stderr=output,
-                pass_fds=(req_read, rep_write),
-                preexec_fn=lambda: _limit_resources(memory_mb, output_bytes),
-            )
+            self.process = self.zygote.fork((req_read, rep_write, output))
+        except ZygoteGone:
+            for fd in (self._req_write, self._rep_read):
+                os.close(fd)
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            if self._own_zygote:
+                self.zygote.stop()
+            raise
         finally:
             os.close(output)
             os.close(req_read)
@@ -128,7 +262,7 @@ class Worker:
         self._requests = os.fdopen(self._req_write, "wb")
         self._replies = os.fdopen(self._rep_read, "rb")
         self.deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        self._ready = None  # the worker's hello, read lazily so start-up overlaps other work
+        self._ready = None  # the worker's hello, read lazily
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -142,11 +276,13 @@ class Worker:
 
     def stop(self) -> None:
         if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.process.wait()
+            self.process.kill()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # the zygote does not answer: end its sandbox
+            self.zygote.stop()
+        if self._own_zygote:
+            self.zygote.stop()
         for stream in (self._requests, self._replies):
             try:
                 stream.close()
@@ -216,8 +352,6 @@ class Worker:
             code = None
         output = self.student_output()
         self.stop()
-        if code is not None and code > 128 and code - 128 in signal.valid_signals():
-            code = -(code - 128)  # bwrap exits with 128 + the signal that killed its child
         if code is None:
             why = "closed its connection"
         elif code == OUTPUT_LIMIT_EXIT or (code < 0 and -code == signal.SIGXFSZ):
@@ -395,54 +529,65 @@ def interleaved(candidate: RemoteRef, baseline: RemoteRef, make_calls, rounds: i
 class WorkerPool:
     """Hands each test a worker: the one of its suite file while that worker is healthy,
     else a fresh one (after a timeout or crash, for a new file, or when a test asks with
-    `fresh=True`). A spare is always starting in the background, so a test rarely waits
-    for the worker's imports. One more worker, which never loads student code, serves
-    the baselines."""
+    `fresh=True`), forked in a moment by the submission's zygote. One more worker, in a
+    sandbox of its own and never loading student code, serves the baselines."""
 
     def __init__(self, memory_mb: int, output_bytes: int, threads: int = 1,
                  imports: tuple[str, ...] = course_config.Chapter.worker_imports):
         self._args = (memory_mb, output_bytes, threads, imports)
-        self._spare: Worker | None = None
+        self._zygote: Zygote | None = None
         self._current: tuple[str, Worker] | None = None
         self._baseline: Worker | None = None
         self.load_failure: BaseException | None = None
 
-    def worker_for(self, group: str, fresh: bool = False, spare: bool = True) -> Worker:
-        """`spare`: a later test will want a new worker (the judge knows from its
-        collection), so start one now; a spare nobody uses costs a torch import."""
+    def _fork(self) -> Worker:
+        """A new worker; a zygote that the submission's code killed is replaced, once."""
+        for attempt in range(2):
+            if self._zygote is None or not self._zygote.alive():
+                if self._zygote is not None:
+                    self._zygote.stop()
+                self._zygote = Zygote(*self._args)
+            try:
+                return Worker(*self._args, zygote=self._zygote)
+            except ZygoteGone:
+                if attempt:
+                    raise
+
+    def worker_for(self, group: str, fresh: bool = False) -> Worker:
         if self._current is not None:
             current_group, worker = self._current
             if current_group == group and not fresh and worker.process.poll() is None:
                 return worker
             worker.stop()
-        worker = self._spare or Worker(*self._args)
-        self._spare = None
+            self._current = None
+        worker = self._fork()
         worker.wait_ready()
-        if spare:
-            self._spare = Worker(*self._args)
         self._current = (group, worker)
         return worker
 
-    def student(self, group: str, fresh: bool, cells: list[dict], filename: str, limit: float,
-                spare: bool = True) -> Student:
+    def student(self, group: str, fresh: bool, cells: list[dict], filename: str, limit: float) -> Student:
         if self.load_failure is not None:
             raise self.load_failure
         try:
-            return Student(self.worker_for(group, fresh, spare), cells, filename, limit)
+            return Student(self.worker_for(group, fresh), cells, filename, limit)
         except (WorkerTimeout, WorkerCrashed) as exc:
             self.load_failure = type(exc)(str(exc))
             raise
 
     def baseline(self, limit: float) -> Baseline:
         if self._baseline is None or self._baseline.process.poll() is not None:
+            if self._baseline is not None:
+                self._baseline.stop()
             self._baseline = Worker(*self._args)
         return Baseline(self._baseline, limit)
 
     def close(self) -> None:
-        for worker in (self._spare, self._current[1] if self._current else None, self._baseline):
+        for worker in (self._current[1] if self._current else None, self._baseline):
             if worker is not None:
                 worker.stop()
-        self._spare = self._current = self._baseline = None
+        if self._zygote is not None:
+            self._zygote.stop()
+        self._zygote = self._current = self._baseline = None
 
 
 @contextlib.contextmanager

@@ -6,7 +6,9 @@ Student code gets, and can reach, exactly this:
   privileges); as an ordinary user bwrap maps the caller's uid to 65534 in a user
   namespace;
 - new pid, network, IPC, UTS and mount namespaces, its own session, and death with its
-  parent: it sees no other process, no network, and nothing outlives the worker;
+  parent: it sees no process but those of its own sandbox, no network, and nothing
+  outlives the sandbox. One sandbox holds one submission's grading run (its zygote and
+  the workers it forks, grader/student.py), or one baseline or reference worker alone;
 - a read-only view of the system (/usr, /etc, /sys), the Python installation, the course's
   `.venv`, `llmopt/`, `course_config.py` and `models/`, plus the two worker files; a
   private tmpfs of SCRATCH_BYTES for /tmp and $HOME. Not `source/`, `solutions/`, `grader/` (suites), the

@@ -5,6 +5,13 @@ already set, then speaks the protocol of wire.py over two inherited file descrip
 The student's stdout and stderr are the inherited fds 1 and 2: a size-capped file that
 the judge owns and the sandbox cannot see by name, never the wire.
 
+Workers are forked from a zygote (`worker.py --zygote FD`): one process per sandbox that
+imports what the chapter needs (torch: seconds of CPU) once, and then, for each worker
+the judge asks for, receives the worker's three descriptors over its control socket and
+forks. The zygote runs no student code and is not dumpable, so a worker can neither
+read nor trace it; the workers it forks share its sandbox, which is one submission's
+(see grader/student.py, `Zygote`).
+
 Requests (JSON):
   {"op": "load", "cells": [{"name", "source"}], "filename": str}   exec the student's code
   {"op": "call", "target": ref, "args": [...], "kwargs": {...}}     one call
@@ -37,7 +44,7 @@ import wire  # noqa: E402
 
 del sys.path[0]
 
-REQUESTS_FD, REPLIES_FD = int(sys.argv[1]), int(sys.argv[2])
+REQUESTS_FD, REPLIES_FD = (None, None) if sys.argv[1] == "--zygote" else (int(sys.argv[1]), int(sys.argv[2]))
 OUTPUT_LIMIT_EXIT = 125  # the student's prints hit RLIMIT_FSIZE (Python ignores SIGXFSZ)
 DEFINITION = re.compile(r"^(?:async\s+)?(?:def|class)\s+(\w+)|^(\w+)\s*(?::[^=]*)?=(?!=)", re.M)
 
@@ -155,16 +162,87 @@ def defer_plotting():
     sys.modules[DEFERRED[0]], sys.modules[DEFERRED[1]] = parent, child
 
 
+def warm_up():
+    """Import what the chapter's code imports, before any student code runs; a chapter
+    without torch does not pay for importing it."""
+    for name in filter(None, os.environ.get("GRADER_WARM_IMPORTS", "numpy,torch").split(",")):
+        importlib.import_module(name)
+    defer_plotting()
+
+
+def zygote(control_fd):
+    """Fork a worker for each {"op": "fork"} that arrives with its three descriptors
+    (requests, replies, output); report {"forked": pid} and, once reaped, {"exited": pid,
+    "status": returncode}; {"op": "kill", "pid": n} kills a worker's process group. Ends
+    when the judge closes the socket. CUDA is never touched here: it does not survive a
+    fork, so each worker sets it up itself (configure_torch)."""
+    import ctypes
+    import json
+    import random
+    import select
+    import signal
+    import socket
+
+    control = socket.socket(fileno=control_fd)
+    warm_up()
+    ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: no ptrace, no /proc/pid/mem
+    control.send(json.dumps({"ready": True}).encode())
+    children = set()
+    while True:
+        while children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            children.discard(pid)
+            code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+            control.send(json.dumps({"exited": pid, "status": code}).encode())
+        if not select.select([control], [], [], 0.05)[0]:
+            continue
+        message, fds, _, _ = socket.recv_fds(control, 4096, 3)
+        if not message:  # the judge is gone: so are its workers (they die with this sandbox)
+            os._exit(0)
+        request = json.loads(message)
+        if request["op"] == "fork" and len(fds) == 3:
+            pid = os.fork()
+            if pid == 0:
+                global REQUESTS_FD, REPLIES_FD
+                code = 1
+                try:
+                    control.close()
+                    os.setsid()  # its own process group: a kill takes everything it started
+                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                    os.dup2(fds[2], 1)
+                    os.dup2(fds[2], 2)
+                    os.close(fds[2])
+                    REQUESTS_FD, REPLIES_FD = fds[0], fds[1]
+                    sys.argv[1:] = [str(fds[0]), str(fds[1])]  # as a worker started alone
+                    random.seed()  # as a fresh interpreter would be
+                    main()
+                    code = 0
+                except BaseException:
+                    traceback.print_exc()
+                finally:
+                    os._exit(code)
+            children.add(pid)
+            control.send(json.dumps({"forked": pid}).encode())
+        elif request["op"] == "kill" and request.get("pid") in children:
+            try:
+                os.killpg(request["pid"], signal.SIGKILL)
+            except OSError:
+                pass
+        for fd in fds:
+            os.close(fd)
+
+
 def main():
     requests = os.fdopen(REQUESTS_FD, "rb", buffering=0)
     replies = os.fdopen(REPLIES_FD, "wb")
 
-    # Warm up what the chapter's code imports (a spare worker does it while it waits), before
-    # any student code runs; a chapter without torch does not pay for importing it.
-    for name in filter(None, os.environ.get("GRADER_WARM_IMPORTS", "numpy,torch").split(",")):
-        importlib.import_module(name)
+    warm_up()
     configure_torch()
-    defer_plotting()
     sys.stdout = open(1, "w", buffering=1, closefd=False)
     sys.stderr = open(2, "w", buffering=1, closefd=False)
 
@@ -274,4 +352,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1] == "--zygote":
+        zygote(int(sys.argv[2]))
+    else:
+        main()

@@ -184,3 +184,75 @@ def test_a_triton_kernel_in_a_cell_runs_in_the_worker(stopper, monkeypatch):
     stopper(worker)
     x = torch.randn(3000)
     assert torch.equal(student.double(x), 2 * x)
+
+
+# Workers forked by one submission's zygote (grader/student.py, `Zygote`) share its
+# sandbox: what one of them does to the others, or to the zygote, stays in that sandbox.
+
+ZYGOTE_PROBE = '''
+import ctypes, os, signal, subprocess, sys
+def processes():
+    return sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+def read_zygote():
+    """Everything a worker might try on the zygote (its parent), and what came of it."""
+    zygote = os.getppid()
+    found = {}
+    for name in ("mem", "environ", "maps"):
+        try:
+            with open(f"/proc/{zygote}/{name}", "rb") as f:
+                found[name] = len(f.read(64))
+        except OSError as exc:
+            found[name] = exc.errno
+    libc = ctypes.CDLL(None, use_errno=True)
+    found["ptrace"] = libc.ptrace(16, zygote, 0, 0)  # PTRACE_ATTACH
+    return found
+def leave_a_daemon(token):
+    if os.fork() == 0:
+        os.setsid()
+        os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(600)", token])
+    return True
+def kill_everything():
+    for pid in processes():
+        if pid != os.getpid():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    return "survived"
+'''
+
+
+def _pool():
+    from grader.student import WorkerPool
+
+    return WorkerPool(memory_mb=3072, output_bytes=1 << 16)
+
+
+def test_a_worker_can_neither_read_nor_trace_its_zygote():
+    pool = _pool()
+    try:
+        found = pool.student("a", False, [{"name": "'cell'", "source": ZYGOTE_PROBE}], "test.ipynb", 10.0).read_zygote()
+        assert found["ptrace"] == -1, "a worker attached to its zygote"
+        assert all(isinstance(v, int) and v > 0 and v != 64 for k, v in found.items() if k != "ptrace"), found
+    finally:
+        pool.close()
+
+
+def test_a_worker_that_kills_its_sandbox_harms_only_itself_and_leaves_nothing():
+    pool = _pool()
+    cells = [{"name": "'cell'", "source": ZYGOTE_PROBE}]
+    token = f"grader-zygote-daemon-{time.monotonic_ns()}"
+    try:
+        assert pool.student("a", False, cells, "test.ipynb", 10.0).leave_a_daemon(token) is True
+        try:  # it kills the zygote, and with it the sandbox: itself too, a moment later
+            pool.student("b", False, cells, "test.ipynb", 10.0).kill_everything()
+        except WorkerCrashed:
+            pool.load_failure = None  # as for the next test of a run
+        assert pool.student("c", False, cells, "test.ipynb", 10.0).processes(), "no worker after the kill"
+        assert pool.student("d", True, cells, "test.ipynb", 10.0).leave_a_daemon(token) is True
+    finally:
+        pool.close()
+    time.sleep(0.5)
+    left = [p for p in Path("/proc").iterdir() if p.name.isdigit()
+            and token.encode() in (p / "cmdline").read_bytes()] if Path("/proc").is_dir() else []
+    assert not left, "a worker's daemon outlived the grading run"
