@@ -26,8 +26,9 @@ class Chapter:
     execute_timeout_s: int = 120  # nbgrader's per-cell limit in the student kernel
     worker_memory_mb: int = 4096  # data-segment cap (RLIMIT_DATA) of one grading worker
     test_timeout_s: float = 20.0  # default wall time of one hidden test
-    # Modules a grading worker imports before the student's code (a spare does it while it
-    # waits): what the chapter's code needs; torch costs ~2 s of CPU per worker.
+    # Modules a grading worker imports before the student's code: what the chapter's code
+    # needs. The zygote of a submission's run imports them once (torch: ~2 s of CPU) and
+    # forks every worker of that run from there (grader/student.py, `Zygote`).
     worker_imports: tuple[str, ...] = ("numpy", "torch")
 
     @property
@@ -40,8 +41,13 @@ CHAPTERS: tuple[Chapter, ...] = (
             notebooks=("ch01_why_optimize",), execute_timeout_s=10, worker_memory_mb=1024,
             test_timeout_s=2.0, worker_imports=("numpy",)),
     Chapter(2, "ch02_landscape", "The Landscape and the 2025 Trends", "技术全景与2025趋势"),
-    Chapter(3, "ch03_gpu_fundamentals", "GPU Fundamentals", "GPU架构原理"),
-    Chapter(4, "ch04_environment", "The Environment: Docker, vLLM, CUDA", "环境搭建（Docker、vLLM、CUDA）"),
+    Chapter(3, "ch03_gpu_fundamentals", "GPU Fundamentals", "GPU架构原理",
+            notebooks=("ch03_gpu_fundamentals",), execute_timeout_s=120, worker_memory_mb=4096,
+            test_timeout_s=30.0),  # no "triton" here: imported before the setup cell sets
+            # TRITON_INTERPRET, its own @jit helpers (tl.sum's combine) would not be interpreted
+    Chapter(4, "ch04_environment", "The Environment: Docker, vLLM, CUDA", "环境搭建（Docker、vLLM、CUDA）",
+            notebooks=("ch04_environment",), execute_timeout_s=120, worker_memory_mb=1024,
+            test_timeout_s=5.0, worker_imports=("numpy",)),
     Chapter(5, "ch05_kv_cache", "KV Cache Optimization", "KV Cache优化",
             notebooks=("ch05_kv_cache",), execute_timeout_s=300, worker_memory_mb=6144,
             test_timeout_s=30.0),
@@ -102,8 +108,8 @@ class Grading:
     # Limits of one grading worker (the process that runs student code).
     worker_output_bytes: int = 1 << 20  # student prints beyond this end the worker
     worker_threads: int = 1  # torch/BLAS threads: same speed for every student, no oversubscription
-    # Share of a GPU's memory one worker's PyTorch allocator may take (a student, the
-    # baseline worker and a spare can share one card). PyTorch's own per-process cap: a
+    # Share of a GPU's memory one worker's PyTorch allocator may take (a student's worker
+    # and the baseline worker share one card). PyTorch's own per-process cap: a
     # hostile submission could lift it in its own process, but not beyond the card.
     worker_gpu_memory_fraction: float = 0.45
     # Backstop for a whole suite run, on top of each test's own wall-time limit.

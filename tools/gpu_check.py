@@ -29,7 +29,15 @@ card and the date in VALIDATION.md. What it checks:
    128, fp16: the packed weights' bytes read per second as a fraction of the calibrated copy
    bandwidth (goal >= 60 %) and the speed-up over the FP16 matmul (goal >= 2.5x), batch 16
    beside it, and a sweep of the kernel's knobs at batch 1;
-11. chapter 7's GPU-only negative controls (controls/gpu_only/) score less than full marks.
+11. chapter 7's GPU-only negative controls (controls/gpu_only/) score less than full marks;
+12. chapter 3's hidden suites on the reference (the compiled kernels at large, odd shapes);
+13. chapter 3's reference Triton kernels: vector add (fp32, 2^26 elements) and fused RMSNorm
+   (fp16, 8192 x 4096) bytes moved per second as fractions of the calibrated copy bandwidth
+   (goals >= 80 % and >= 60 %, set before any GPU ran them: confirm in VALIDATION.md);
+14. chapter 4's environment doctor on this machine with the reference checks: the real
+   `nvidia-smi` CSV parsed, the driver vs torch's CUDA build, MIG; fails on any "fail" line;
+15. chapter 4's vLLM differential: vLLM (where installed, else *blocked*) loads the course
+   model and its greedy tokens equal the course engine's; the pins checked on its versions.
 """
 
 from __future__ import annotations
@@ -373,6 +381,31 @@ def check_w4a16_decode_bandwidth(bandwidth_goal: float = 0.60, speedup_goal: flo
     return detail
 
 
+def check_chapter3_suites() -> str:
+    return _chapter_suites("ch03_gpu_fundamentals")
+
+
+def check_chapter3_kernel_bandwidth(add_goal: float = 0.80, rms_goal: float = 0.60) -> str:
+    from triton.testing import do_bench
+
+    from llmopt.device import calibrate
+
+    ref = _reference_cells("ch03_gpu_fundamentals", ("setup", "triton_kernels_solution"))
+    copy = calibrate("cuda").copy_bytes_per_s
+    n = 1 << 26
+    x, y = torch.randn(n, device="cuda"), torch.randn(n, device="cuda")
+    assert torch.equal(ref["vector_add"](x, y), x + y), "vector add differs from x + y"
+    add = 3 * 4 * n / (do_bench(lambda: ref["vector_add"](x, y), return_mode="median") / 1e3) / copy
+    rows, weight = torch.randn(8192, 4096, device="cuda").half(), torch.rand(4096, device="cuda").half()
+    want = rows.float() * torch.rsqrt(rows.float().pow(2).mean(-1, keepdim=True) + 1e-5) * weight.float()
+    error = (ref["rms_norm_triton"](rows, weight).float() - want).abs().max().item()
+    assert error < 2e-2, f"RMSNorm error {error:.1e}"
+    rms = 2 * rows.numel() * 2 / (do_bench(lambda: ref["rms_norm_triton"](rows, weight), return_mode="median") / 1e3) / copy
+    detail = f"vector add {add:.0%} of {copy / 1e9:.0f} GB/s copy; RMSNorm fp16 8192x4096 {rms:.0%}"
+    assert add >= add_goal and rms >= rms_goal, f"below the goals ({add_goal:.0%}, {rms_goal:.0%}): {detail}"
+    return detail
+
+
 def check_chapter5_gpu_only_controls() -> str:
     return _gpu_only_controls("ch05_kv_cache")
 
@@ -428,6 +461,79 @@ def check_cuda_graph_decode() -> str:
     return "; ".join(notes)
 
 
+
+class Blocked(Exception):
+    """A check that cannot run on this machine (a package it needs is absent): a row
+    reported "blocked", not "failed"."""
+
+
+def _chapter4_reference() -> dict:
+    """The setup, data and doctor-check cells of chapter 4's reference notebook."""
+    return _reference_cells("ch04_environment", (
+        "setup", "gpu_query_data", "parse_gpu_query_solution", "cuda_matrix_data", "compatibility_solution",
+        "vllm_pins_data", "vllm_pins_solution"))
+
+
+def check_chapter4_doctor() -> str:
+    from llmopt import doctor
+
+    ref = _chapter4_reference()
+    facts = doctor.probe()
+    assert facts["nvidia_smi"], "nvidia-smi printed nothing on a CUDA machine"
+    gpus = ref["parse_gpu_query"](facts["nvidia_smi"])
+    assert gpus and all(g["name"] and g["driver_version"] for g in gpus), f"parsed {gpus}"
+    status, reason = ref["check_torch_cuda"](gpus[0]["driver_version"], facts["torch_cuda"])
+    lines = [doctor.Check(status, "driver vs torch CUDA", reason), *doctor.run(doctor.BUILTIN_CHECKS, facts)]
+    print(doctor.report(lines))
+    failed = [line for line in lines if line.status == "fail"]
+    assert not failed, f"doctor: {failed}"
+    mig = [g["index"] for g in gpus if g["mig_enabled"]]
+    return (f"{len(gpus)} x {gpus[0]['name']}, driver {gpus[0]['driver_version']}, "
+            f"{gpus[0]['memory_total_mib']} MiB, cc {gpus[0]['compute_capability']}; torch CUDA "
+            f"{facts['torch_cuda']}: {status}" + (f"; MIG on GPUs {mig}" if mig else ""))
+
+
+def check_chapter4_vllm_matches_engine() -> str:
+    """vLLM's greedy tokens on the course model equal the course engine's, both in float32
+    (vLLM picks a backend that takes float32: FlashAttention takes only 16-bit types, and
+    FlashInfer not the course model's head size 32)."""
+    from importlib import metadata
+
+    try:
+        from vllm import LLM, SamplingParams
+    except ImportError:
+        raise Blocked("vLLM is not installed (GPU image only: environment/requirements-vllm.txt)") from None
+
+    from llmopt.engine import Engine
+    from llmopt.models import load_model, load_tokenizer
+
+    ref = _chapter4_reference()
+    versions = {"vllm": metadata.version("vllm"), "python": sys.version.split()[0], "torch": torch.__version__,
+                "flashinfer": None, "head_dim": 32, "attention_backend": "FLASH_ATTN"}
+    try:
+        versions["flashinfer"] = metadata.version("flashinfer-python")
+    except metadata.PackageNotFoundError:
+        pass
+    pins = ref["check_vllm"](versions)
+    prompts = ["def main(argv):\n    ", "import os\nimport sys\n", "class Config:\n    def __init__(self"]
+    new_tokens = 32
+    tokenizer = load_tokenizer("course-lm")
+    llm = LLM(model=course_config.MODELS["course-lm"], dtype="float32", enforce_eager=True,
+              gpu_memory_utilization=0.3, max_model_len=512)
+    outputs = llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=new_tokens, ignore_eos=True))
+    engine = Engine.from_model(load_model("course-lm", device="cuda"))
+    engine.eos_token_id = None
+    mismatches = []
+    for prompt, output in zip(prompts, outputs):
+        ids = torch.tensor([tokenizer(prompt)["input_ids"]], device="cuda")
+        ours = engine.generate(ids, max_new_tokens=new_tokens)[0, ids.shape[1]:].tolist()
+        if list(output.outputs[0].token_ids) != ours:
+            mismatches.append(prompt)
+    assert not mismatches, f"vLLM and the engine disagree on {mismatches}"
+    return (f"vllm {versions['vllm']}: {len(prompts)} prompts x {new_tokens} greedy tokens equal the engine's; "
+            f"pins {', '.join(f'{k} {v[0]}' for k, v in pins.items())}")
+
+
 CHECKS = [
     ("worker initialises CUDA under the memory cap", check_worker_cuda),
     ("tensors keep their device across the wire", check_devices_cross_the_wire),
@@ -442,6 +548,10 @@ CHECKS = [
     ("chapter 7 W4A16 kernel compiles for sm_80/sm_90 (runs without a GPU)", check_w4a16_kernel_compiles),
     ("chapter 7 W4A16 kernel, batch 1, 4096x14336: >= 60 % of copy, >= 2.5x FP16", check_w4a16_decode_bandwidth),
     ("chapter 7 GPU-only negative controls score less than full marks", check_chapter7_gpu_only_controls),
+    ("chapter 3 hidden suites on the reference (compiled Triton kernels)", check_chapter3_suites),
+    ("chapter 3 Triton kernels: vector add >= 80 %, RMSNorm >= 60 % of copy", check_chapter3_kernel_bandwidth),
+    ("chapter 4 doctor: nvidia-smi parsed, driver vs torch CUDA, no failing line", check_chapter4_doctor),
+    ("chapter 4 vLLM (where installed): greedy tokens equal the course engine's", check_chapter4_vllm_matches_engine),
 ]
 
 RUNS_WITHOUT_CUDA = {check_triton_kernels_compile, check_w4a16_kernel_compiles}
@@ -456,6 +566,8 @@ def main() -> int:
         else:
             try:
                 status, detail = "passed", check()
+            except Blocked as exc:
+                status, detail = "blocked", str(exc)
             except Exception as exc:  # one check's failure is a row of the table, not the end
                 status, detail, failed = "failed", f"{type(exc).__name__}: {exc}", True
                 traceback.print_exc()
