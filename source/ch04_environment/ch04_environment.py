@@ -197,9 +197,14 @@ from grader import grade; grade("ch04_environment/parse_gpu_query")
 # 11 there is also **minor-version compatibility**: a runtime of major version 12 runs on
 # any driver at or above the 12.x family's floor, even one older than its own row, as long
 # as the program uses no feature that needs the newer driver (PTX compiled just-in-time for
-# a newer release is the usual casualty) [@nvidia-cuda-compat]. Installing a newer CUDA
-# toolkit inside a container does not upgrade the driver: the container runs on the
-# host's.
+# a newer release is the usual casualty) [@nvidia-cuda-compat]. NVIDIA's current tables
+# give these floors as driver branches only: at least 450 for 11.x, 525 for 12.x, 580 for
+# 13.x, with 450.80.02 named as the exact Linux floor of 11.x
+# [@nvidia-cuda-release-notes; @nvidia-cuda-compat]. The exact floors the table below uses for 12.x (525.60.13) and 13.x
+# (580.65.06) are the GA rows of CUDA 12.0 and 13.0; 525.60.13 is also the 12.x figure that
+# earlier editions of the table gave, read here only in third-party copies. Treat those two
+# as values to check, not as NVIDIA's word. Installing a newer CUDA toolkit inside a
+# container does not upgrade the driver: the container runs on the host's.
 
 # %% nbgrader={"grade": false, "grade_id": "cuda_matrix_data", "locked": true, "schema_version": 3, "solution": false}
 # CUDA toolkit release -> minimum Linux x86_64 driver of its GA release [@nvidia-cuda-release-notes]
@@ -217,7 +222,8 @@ CUDA_MIN_DRIVER = {
     "13.0": "580.65.06",
 }
 # CUDA major version -> the lowest driver that runs any runtime of that major version through
-# minor-version compatibility [@nvidia-cuda-compat]
+# minor-version compatibility [@nvidia-cuda-compat]. NVIDIA states 450.80.02 exactly; for 12.x
+# and 13.x it gives only the branch (525, 580): the GA drivers of CUDA 12.0 and 13.0 stand in.
 MINOR_COMPAT_MIN_DRIVER = {"11": "450.80.02", "12": "525.60.13", "13": "580.65.06"}
 
 # %% [markdown]

@@ -883,7 +883,7 @@ for batch_size, length in ((1, 32), (4, 64)) if SMALL else ((1, 32), (1, 256), (
 # for two colocated chunked GPUs: attainment against rate, and where it crosses 90 %.
 
 # %%
-CAPACITY_TRACE = make_trace(80, 20, seed=3, prompt_median=1500, prompt_sigma=0.8,
+CAPACITY_TRACE = make_trace(40 if SMALL else 80, 20, seed=3, prompt_median=1500, prompt_sigma=0.8,
                             output_median=150, prompt_max=8000)
 CAPACITY_SLO = (0.25, 0.010)  # TTFT <= 0.25 s, TPOT <= 10 ms
 LINKS_GBPS = (450, 50, 12.5, 3.125)  # NVLink 4 one way, 400 / 100 / 25 Gb/s NICs
