@@ -34,6 +34,7 @@ MAX_MESSAGE_LINE = 300  # characters of one line of a message shown to a student
 MAX_MESSAGE = 2000  # characters of one test's message in all
 OUTPUT_LIMIT_EXIT = 125  # the worker's exit status when the student's prints hit the limit
 STARTUP_TIMEOUT_S = 120.0  # importing torch on a busy 2-core machine can take a while
+FORK_TIMEOUT_S = 10.0  # a zygote answers a fork in milliseconds; one that does not is stopped
 LOAD_TIMEOUT_S = 120.0  # running the student's cells (imports, model loading) before a test
 PASSED_ENV = ("PATH", "LANG", "LC_ALL", "TRITON_INTERPRET", "COURSE_SMALL", "CUDA_VISIBLE_DEVICES",
               "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "PYTHONHASHSEED", "OPENBLAS_CORETYPE",
@@ -171,7 +172,7 @@ class Zygote:
                 socket.send_fds(self._control, [b'{"op": "fork"}'], list(fds))
             except OSError:
                 raise ZygoteGone(f"the grading zygote is gone: {self.log_tail()}") from None
-            if not self._changed.wait_for(lambda: self._forked or self._closed, STARTUP_TIMEOUT_S) \
+            if not self._changed.wait_for(lambda: self._forked or self._closed, FORK_TIMEOUT_S) \
                     or not self._forked:
                 raise ZygoteGone(f"the grading zygote did not fork: {self.log_tail()}")
             return _Forked(self, self._forked.pop(0))
@@ -541,15 +542,19 @@ class WorkerPool:
         self.load_failure: BaseException | None = None
 
     def _fork(self) -> Worker:
-        """A new worker; a zygote that the submission's code killed is replaced, once."""
+        """A new worker; a zygote that the submission's code killed or stopped is
+        replaced, once."""
         for attempt in range(2):
-            if self._zygote is None or not self._zygote.alive():
-                if self._zygote is not None:
-                    self._zygote.stop()
+            if self._zygote is not None and not self._zygote.alive():
+                self._zygote.stop()
+                self._zygote = None
+            if self._zygote is None:
                 self._zygote = Zygote(*self._args)
             try:
                 return Worker(*self._args, zygote=self._zygote)
             except ZygoteGone:
+                self._zygote.stop()
+                self._zygote = None
                 if attempt:
                     raise
 

@@ -211,6 +211,9 @@ def leave_a_daemon(token):
         os.setsid()
         os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(600)", token])
     return True
+def stop_the_zygote():
+    os.kill(os.getppid(), signal.SIGSTOP)
+    return True
 def kill_everything():
     for pid in processes():
         if pid != os.getpid():
@@ -256,3 +259,17 @@ def test_a_worker_that_kills_its_sandbox_harms_only_itself_and_leaves_nothing():
     left = [p for p in Path("/proc").iterdir() if p.name.isdigit()
             and token.encode() in (p / "cmdline").read_bytes()] if Path("/proc").is_dir() else []
     assert not left, "a worker's daemon outlived the grading run"
+
+
+def test_a_stopped_zygote_is_replaced():
+    """A worker may stop its zygote (same uid): the next fork times out, and the pool
+    starts a new sandbox instead of waiting for it."""
+    pool = _pool()
+    cells = [{"name": "'cell'", "source": ZYGOTE_PROBE}]
+    try:
+        assert pool.student("a", False, cells, "test.ipynb", 10.0).stop_the_zygote() is True
+        started = time.monotonic()
+        assert pool.student("b", False, cells, "test.ipynb", 10.0).processes()
+        assert time.monotonic() - started < 60
+    finally:
+        pool.close()
