@@ -57,3 +57,24 @@ def checked_run(result, prompt, new_tokens, what):
     assert isinstance(stats, dict) and isinstance(stats.get("accepted"), list), (
         f'{what}: stats must be a dict with "accepted": a list of per-cycle counts')
     return tokens[0].tolist(), stats["accepted"]
+
+
+def head_chain_replay(head, want: list[int], features: torch.Tensor, T: int, new_tokens: int, gamma: int) -> list[int]:
+    """The judge's own EAGLE chain for a draft head, no caches: the features of the
+    target's greedy sequence `want` (true ones up to the verified position, the head's
+    own predictions after it); the accepted drafts of each cycle."""
+    position, accepted = T, []
+    while position - T < new_tokens:
+        tokens, feats, drafts = want[1:position], features[:, :position - 1], []
+        for _ in range(gamma):
+            logits, predicted = head(torch.tensor([tokens]), feats, torch.arange(len(tokens))[None], None,
+                                     torch.tensor([len(tokens) - 1]))
+            drafts.append(int(logits[0, -1].argmax()))
+            tokens = tokens + drafts[-1:]
+            feats = torch.cat([feats, predicted[:, -1:]], dim=1)
+        n = 0
+        while n < gamma and drafts[n] == want[position + n]:
+            n += 1
+        accepted.append(n)
+        position += n + 1
+    return accepted

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from grader.student import reference_worker
 
-from _course import checked_run, judge_engine, prompts, worker_engine
+from _course import checked_run, head_chain_replay, judge_engine, prompts, worker_engine
 
 LAYERS = (1, 3, 5)  # after the 2nd, 4th and 6th of the course model's 6 layers
 STEPS, SEED, UNROLL = 14, 845, 3  # the trained comparison unrolls 2 steps (half the time)
@@ -152,22 +152,7 @@ def accepted_per_cycle(head, judge_target, prompt: torch.Tensor, new_tokens: int
     with torch.no_grad():
         want = judge_target.generate(prompt, None, new_tokens + gamma + 1)
     features = fused_features(head, judge_target, want)
-    want = want[0].tolist()
-    position, accepted = T, []
-    while position - T < new_tokens:
-        tokens, feats, drafts = want[1:position], features[:, :position - 1], []
-        for _ in range(gamma):
-            logits, predicted = head(torch.tensor([tokens]), feats, torch.arange(len(tokens))[None], None,
-                                     torch.tensor([len(tokens) - 1]))
-            drafts.append(int(logits[0, -1].argmax()))
-            tokens = tokens + drafts[-1:]
-            feats = torch.cat([feats, predicted[:, -1:]], dim=1)
-        n = 0
-        while n < gamma and drafts[n] == want[position + n]:
-            n += 1
-        accepted.append(n)
-        position += n + 1
-    return accepted
+    return head_chain_replay(head, want[0].tolist(), features, T, new_tokens, gamma)
 
 
 @pytest.mark.points(1)

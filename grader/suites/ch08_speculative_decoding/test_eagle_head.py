@@ -12,7 +12,7 @@ import torch
 
 from grader.student import reference_worker
 
-from _course import checked_run, judge_engine, prompts, worker_engine
+from _course import checked_run, head_chain_replay, judge_engine, prompts, worker_engine
 
 STEPS, SEED = 40, 825
 MIN_RATIO = 0.8  # student / reference, agreement and accepted drafts per cycle
@@ -102,22 +102,7 @@ def accepted_per_cycle(head, judge_target, prompt: torch.Tensor, new_tokens: int
     with torch.no_grad():
         want = judge_target.generate(prompt, None, new_tokens + gamma + 1)
         _, (features,) = judge_target.forward(want, torch.arange(want.shape[1])[None], hidden_at=(-1,))
-    want = want[0].tolist()
-    position, accepted = T, []
-    while position - T < new_tokens:
-        tokens, feats, drafts = want[1:position], features[:, :position - 1], []
-        for _ in range(gamma):
-            logits, predicted = head(torch.tensor([tokens]), feats, torch.arange(len(tokens))[None], None,
-                                     torch.tensor([len(tokens) - 1]))
-            drafts.append(int(logits[0, -1].argmax()))
-            tokens = tokens + drafts[-1:]
-            feats = torch.cat([feats, predicted[:, -1:]], dim=1)
-        n = 0
-        while n < gamma and drafts[n] == want[position + n]:
-            n += 1
-        accepted.append(n)
-        position += n + 1
-    return accepted
+    return head_chain_replay(head, want[0].tolist(), features, T, new_tokens, gamma)
 
 
 @pytest.mark.points(2)
