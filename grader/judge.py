@@ -147,8 +147,8 @@ def _judge(cells: list[dict], suites: list[str], *, chapter: str, filename: str,
     may quote suite code) goes to the instructors' log, never into a message."""
     ch = course_config.chapter(chapter)
     bubblewrap.check()  # refuse here, clearly, rather than in every test
-    nodes = {s: f"::{s.partition('::')[2]}" if "::" in s else "" for s in suites}
-    suites = list(dict.fromkeys(s.partition("::")[0] for s in suites))
+    selected = [s.partition("::") for s in suites]  # (suite, "::" or "", test or "")
+    suites = list(dict.fromkeys(suite for suite, _, _ in selected))
     results: dict[str, SuiteResult] = {s: SuiteResult(s) for s in suites}
     missing = [s for s in suites if not suite_path(s).is_file()]
     for s in missing:
@@ -169,8 +169,7 @@ def _judge(cells: list[dict], suites: list[str], *, chapter: str, filename: str,
             "--assert=plain", "--no-header", "-o", "addopts=", "-o", "filterwarnings=",
             f"--student-source={source_file}", f"--student-filename={filename}",
             f"--results={results_file}", f"--chapter={ch.slug}", f"--maxfail={maxfail}",
-            *(f"{suite_path(s.partition('::')[0])}{node}" for s, node in nodes.items()
-              if s.partition("::")[0] in present),
+            *(f"{suite_path(suite)}{sep}{test}" for suite, sep, test in selected if suite in present),
         ]
         status, log = _run_pytest(args, env, course_config.GRADING.suite_timeout_s,
                                   preloaded="torch" in ch.worker_imports)
