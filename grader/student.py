@@ -34,7 +34,7 @@ MAX_MESSAGE_LINE = 300  # characters of one line of a message shown to a student
 MAX_MESSAGE = 2000  # characters of one test's message in all
 OUTPUT_LIMIT_EXIT = 125  # the worker's exit status when the student's prints hit the limit
 STARTUP_TIMEOUT_S = 120.0  # importing torch on a busy 2-core machine can take a while
-FORK_TIMEOUT_S = 10.0  # a zygote answers a fork in milliseconds; one that does not is stopped
+ZYGOTE_TIMEOUT_S = 10.0  # a zygote answers a fork or reports an exit in milliseconds; one that does not is stopped
 LOAD_TIMEOUT_S = 120.0  # running the student's cells (imports, model loading) before a test
 PASSED_ENV = ("PATH", "LANG", "LC_ALL", "TRITON_INTERPRET", "COURSE_SMALL", "CUDA_VISIBLE_DEVICES",
               "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "PYTHONHASHSEED", "OPENBLAS_CORETYPE",
@@ -172,7 +172,7 @@ class Zygote:
                 socket.send_fds(self._control, [b'{"op": "fork"}'], list(fds))
             except OSError:
                 raise ZygoteGone(f"the grading zygote is gone: {self.log_tail()}") from None
-            if not self._changed.wait_for(lambda: self._forked or self._closed, FORK_TIMEOUT_S) \
+            if not self._changed.wait_for(lambda: self._forked or self._closed, ZYGOTE_TIMEOUT_S) \
                     or not self._forked:
                 raise ZygoteGone(f"the grading zygote did not fork: {self.log_tail()}")
             return _Forked(self, self._forked.pop(0))
@@ -279,7 +279,7 @@ class Worker:
         if self.process.poll() is None:
             self.process.kill()
         try:
-            self.process.wait(timeout=10)
+            self.process.wait(timeout=ZYGOTE_TIMEOUT_S)
         except subprocess.TimeoutExpired:  # the zygote does not answer: end its sandbox
             self.zygote.stop()
         if self._own_zygote:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import grader.student as student_module
 from grader.student import Student, StudentError, Worker, WorkerCrashed, WorkerTimeout
 
 
@@ -261,9 +262,10 @@ def test_a_worker_that_kills_its_sandbox_harms_only_itself_and_leaves_nothing():
     assert not left, "a worker's daemon outlived the grading run"
 
 
-def test_a_stopped_zygote_is_replaced():
+def test_a_stopped_zygote_is_replaced(monkeypatch):
     """A worker may stop its zygote (same uid): the next fork times out, and the pool
     starts a new sandbox instead of waiting for it."""
+    monkeypatch.setattr(student_module, "ZYGOTE_TIMEOUT_S", 2.0)  # 10 s in grading: the same waits, shorter
     pool = _pool()
     cells = [{"name": "'cell'", "source": ZYGOTE_PROBE}]
     try:
