@@ -34,9 +34,14 @@ card and the date in VALIDATION.md. What it checks:
 13. chapter 3's reference Triton kernels: vector add (fp32, 2^26 elements) and fused RMSNorm
    (fp16, 8192 x 4096) bytes moved per second as fractions of the calibrated copy bandwidth
    (goals >= 80 % and >= 60 %, set before any GPU ran them: confirm in VALIDATION.md);
-14. chapter 4's environment doctor on this machine with the reference checks: the real
+14. chapter 3's reference fused softmax (fp16, 8192 x 4096: bytes per second as a fraction
+   of the calibrated copy bandwidth, goal >= 60 %) and tiled matmul (bf16, 8192^3: FLOP/s
+   as a fraction of the calibrated BF16 matmul rate, which `torch.matmul` sets, goal >= 50 %),
+   each beside PyTorch on the same data, the matmul also as x @ W.T, and a small sweep of
+   the matmul's tiles (goals set before any GPU ran them: confirm in VALIDATION.md);
+15. chapter 4's environment doctor on this machine with the reference checks: the real
    `nvidia-smi` CSV parsed, the driver vs torch's CUDA build, MIG; fails on any "fail" line;
-15. chapter 4's vLLM differential: vLLM (where installed, else *blocked*) loads the course
+16. chapter 4's vLLM differential: vLLM (where installed, else *blocked*) loads the course
    model and its greedy tokens equal the course engine's; the pins checked on its versions.
 """
 
@@ -406,6 +411,50 @@ def check_chapter3_kernel_bandwidth(add_goal: float = 0.80, rms_goal: float = 0.
     return detail
 
 
+def check_chapter3_softmax_matmul_throughput(softmax_goal: float = 0.60, matmul_goal: float = 0.50) -> str:
+    from triton.testing import do_bench
+
+    from llmopt.device import calibrate
+
+    ref = _reference_cells("ch03_gpu_fundamentals", ("setup", "triton_softmax_solution", "triton_matmul_solution"))
+    calibration = calibrate("cuda")
+    copy, bf16_peak = calibration.copy_bytes_per_s, calibration.matmul_flops_per_s(torch.bfloat16)
+
+    def seconds(fn) -> float:
+        return do_bench(fn, return_mode="median") / 1e3  # L2 flushed between runs
+
+    scores = torch.randn(8192, 4096, device="cuda").half()
+    error = (ref["softmax_triton"](scores).float() - torch.softmax(scores.float(), -1)).abs().max().item()
+    assert error < 1e-3, f"softmax error {error:.1e}"
+    softmax_bytes = 2 * scores.numel() * 2
+    softmax = softmax_bytes / seconds(lambda: ref["softmax_triton"](scores)) / copy
+    torch_softmax = softmax_bytes / seconds(lambda: torch.softmax(scores, -1)) / copy
+    n = 8192
+    a, b = torch.randn(n, n, device="cuda").bfloat16(), torch.randn(n, n, device="cuda").bfloat16()
+    want = a.float() @ b.float()
+    error = ((ref["matmul_triton"](a, b).float() - want).abs().max() / want.abs().max()).item()
+    assert error < 1e-2, f"matmul relative error {error:.1e}"
+    flops = 2 * n**3
+
+    def fraction(fn) -> float:
+        return flops / seconds(fn) / bf16_peak
+
+    matmul = fraction(lambda: ref["matmul_triton"](a, b))
+    transposed = fraction(lambda: ref["matmul_triton"](a, b.T))  # x @ W.T, W stored (out, in)
+    torch_matmul = fraction(lambda: a @ b)
+    sweep = {(bm, bn, bk, warps, stages): fraction(lambda: ref["matmul_triton"](
+                 a, b, block_m=bm, block_n=bn, block_k=bk, num_warps=warps, num_stages=stages))
+             for bm, bn, bk, warps, stages in ((128, 256, 64, 8, 3), (128, 128, 64, 4, 4), (128, 128, 64, 8, 3),
+                                               (256, 128, 64, 8, 3), (64, 256, 32, 4, 4), (128, 128, 32, 4, 4))}
+    best = max(sweep, key=sweep.get)
+    detail = (f"softmax fp16 8192x4096 {softmax:.0%} of {copy / 1e9:.0f} GB/s copy (torch.softmax {torch_softmax:.0%}); "
+              f"matmul bf16 8192^3 {matmul:.0%} of {bf16_peak / 1e12:.0f} TFLOP/s (x @ W.T {transposed:.0%}, "
+              f"torch.matmul {torch_matmul:.0%}); best tiles (M, N, K, warps, stages) {best}: {sweep[best]:.0%}")
+    assert softmax >= softmax_goal and matmul >= matmul_goal, (
+        f"below the goals ({softmax_goal:.0%} of copy, {matmul_goal:.0%} of BF16 matmul): {detail}")
+    return detail
+
+
 def check_chapter5_gpu_only_controls() -> str:
     return _gpu_only_controls("ch05_kv_cache")
 
@@ -550,6 +599,7 @@ CHECKS = [
     ("chapter 7 GPU-only negative controls score less than full marks", check_chapter7_gpu_only_controls),
     ("chapter 3 hidden suites on the reference (compiled Triton kernels)", check_chapter3_suites),
     ("chapter 3 Triton kernels: vector add >= 80 %, RMSNorm >= 60 % of copy", check_chapter3_kernel_bandwidth),
+    ("chapter 3 Triton softmax >= 60 % of copy, matmul >= 50 % of BF16 matmul", check_chapter3_softmax_matmul_throughput),
     ("chapter 4 doctor: nvidia-smi parsed, driver vs torch CUDA, no failing line", check_chapter4_doctor),
     ("chapter 4 vLLM (where installed): greedy tokens equal the course engine's", check_chapter4_vllm_matches_engine),
 ]

@@ -1,4 +1,4 @@
-"""Exercise 5: top_operators on event lists the judge makes (one entry per call)."""
+"""Exercise 7: top_operators on event lists the judge makes (one entry per call)."""
 import random
 
 import pytest
