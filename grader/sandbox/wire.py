@@ -70,17 +70,17 @@ def encode(value: Any, handle_for=None) -> tuple[Any, dict]:
             import torch
 
             if isinstance(v, torch.Tensor):
-                name = names.get(id(v))
-                if name is None:  # one entry per tensor object; views of one storage copied
-                    name = names[id(v)] = f"t{len(tensors)}"
-                    tensor = v.detach().to("cpu").contiguous()
+                if id(v) not in names:  # one entry per tensor object; views of one storage copied
+                    name = f"t{len(tensors)}"
+                    tensor, view = _span(v.detach().to("cpu"))
                     pointer = tensor.untyped_storage().data_ptr()
                     tensors[name] = tensor.clone() if pointer in storages else tensor
                     storages.add(pointer)
                     keep_alive.append(v)  # ids stay unique while encoding
+                    names[id(v)] = {"__tensor__": name, **({"view": view} if view else {})}
                 if v.device.type != "cpu":  # arrives on the same device (where there is one)
-                    return {"__tensor__": name, "device": str(v.device)}
-                return {"__tensor__": name}
+                    return {**names[id(v)], "device": str(v.device)}
+                return names[id(v)]
             if isinstance(v, torch.dtype):
                 return {"__dtype__": str(v).removeprefix("torch.")}
         if handle_for is not None:
@@ -106,7 +106,9 @@ def decode(data: Any, tensors: dict, resolve_handle=None) -> Any:
             return {dec(k): dec(x) for k, x in v["__dict__"]}
         if "__tensor__" in v:
             tensor = tensors[v["__tensor__"]]
-            return tensor.to(v["device"]) if "device" in v and _device_available(v["device"]) else tensor
+            if "device" in v and _device_available(v["device"]):
+                tensor = tensor.to(v["device"])
+            return _view(tensor, v["view"]) if "view" in v else tensor
         if "__ndarray__" in v:
             return tensors[v["__ndarray__"]].numpy()
         if "__dtype__" in v:
@@ -120,6 +122,29 @@ def decode(data: Any, tensors: dict, resolve_handle=None) -> Any:
         return {k: dec(x) for k, x in v.items()}
 
     return dec(data)
+
+
+def _span(tensor):
+    """(data, view): a contiguous tensor travels as itself (view None); any other (x.T, a
+    slice, an expand) as the 1-D run of memory it covers plus its sizes and strides in that
+    run, so that it arrives as the same view: code that must honour strides gets them."""
+    if tensor.is_contiguous() or tensor.numel() == 0:
+        return tensor.contiguous(), None
+    span = 1 + sum((n - 1) * s for n, s in zip(tensor.shape, tensor.stride()))
+    data = tensor.as_strided((span,), (1,), tensor.storage_offset()).clone()
+    return data, {"size": list(tensor.shape), "stride": list(tensor.stride())}
+
+
+def _view(data, view) -> Any:
+    """The view `_span` described, checked first: sizes and strides that would reach past
+    the data (from the other, untrusted side) are a malformed message."""
+    size = view.get("size") if isinstance(view, dict) else None
+    stride = view.get("stride") if isinstance(view, dict) else None
+    whole = lambda xs: isinstance(xs, list) and all(type(x) is int and x >= 0 for x in xs)  # noqa: E731
+    if not (whole(size) and whole(stride) and len(size) == len(stride) <= 64 and data.dim() == 1) or (
+            0 not in size and 1 + sum((n - 1) * s for n, s in zip(size, stride)) > data.numel()):
+        raise WireError("a malformed tensor view")
+    return data.as_strided(size, stride)
 
 
 def _device_available(device: str) -> bool:

@@ -39,6 +39,34 @@ def test_tensors_and_arrays_keep_dtype_shape_and_values():
     assert got["dtype"] is torch.bfloat16 and got["scalar"] == 1.5
 
 
+def test_views_arrive_as_views_with_their_strides():
+    """x.T, a slice of a wider tensor, an expand: the same sizes, strides and values on the
+    other side (a kernel that ignores strides must be caught by a test), each view sent as
+    the memory it spans, not the whole storage."""
+    wide = torch.randn(6, 10)
+    views = {"transposed": wide.T, "sliced": wide[:, 2:7], "expanded": torch.randn(3, 1).expand(3, 4),
+             "stepped": wide[::2, 1::3]}
+    document, tensors = wire.encode(views)
+    assert tensors["t1"].numel() == 6 * 10 - 2 - 3  # wide[:, 2:7] spans from (0, 2) to (5, 6)
+    got = round_trip(views)
+    for name, view in views.items():
+        assert got[name].stride() == view.stride() and torch.equal(got[name], view), name
+    assert round_trip(wide).is_contiguous()
+
+
+@pytest.mark.parametrize("view", [
+    {"size": [3, 3], "stride": [3, 2]},  # reaches element 10 of 9
+    {"size": [2], "stride": [-1]},
+    {"size": [2.0], "stride": [1]},
+    {"size": [2, 2], "stride": [1]},
+    "not a view",
+])
+def test_a_view_that_reaches_past_its_data_is_malformed(view):
+    document = {"__tensor__": "t0", "view": view}
+    with pytest.raises(wire.WireError):
+        wire.decode(document, {"t0": torch.zeros(9)})
+
+
 def test_objects_become_handles_never_pickles():
     class Opaque:
         pass

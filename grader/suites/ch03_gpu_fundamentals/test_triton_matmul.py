@@ -5,11 +5,9 @@ launcher picks; on a GPU the compiled kernel is checked at large, odd sizes in f
 bfloat16 and float32.
 
 The judge makes every input and computes the oracle itself, in float64: nothing the student
-returns is trusted beyond being an (M, N) tensor of the inputs' dtype. Tensors reach the
-worker contiguous, whatever their layout in the judge (grader/sandbox/wire.py copies views),
-so `test_strided_inputs` checks the values of the products a linear layer and a slice make;
-whether the launcher handles the views themselves is what the notebook's visible check,
-run in the student's own kernel, tries."""
+returns is trusted beyond being an (M, N) tensor of the inputs' dtype. A view (x.T, a slice)
+reaches the worker as the same view, strides and all (grader/sandbox/wire.py), so
+`test_strided_inputs` catches a launcher that assumes row-major operands."""
 import pytest
 import torch
 

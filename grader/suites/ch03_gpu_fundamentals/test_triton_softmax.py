@@ -4,9 +4,8 @@ on small shapes; on a GPU the compiled kernel is checked on large rows in half p
 too.
 
 The judge makes every input and computes the oracle itself, in float64: nothing the student
-returns is trusted beyond being a tensor of x's shape and dtype. (Tensors reach the worker
-contiguous, whatever their layout in the judge, so a view's strides are the notebook's
-visible check's business, run in the student's own kernel.)"""
+returns is trusted beyond being a tensor of x's shape and dtype. A view (a slice of a wider
+tensor) reaches the worker as the same view, strides and all (grader/sandbox/wire.py)."""
 import pytest
 import torch
 
@@ -41,7 +40,8 @@ def check(student, x, what):
 @pytest.mark.points(2)
 @pytest.mark.timeout(60)
 def test_softmax(student):
-    """rows of 1 to 1,000 scores (not powers of two), batched leading dims, all-negative rows, float32 and float16"""
+    """rows of 1 to 1,000 scores (not powers of two), batched leading dims, all-negative rows, a slice of a wider
+    tensor, float32 and float16"""
     gen = torch.Generator().manual_seed(344)
     cases = [((1, 1), F32), ((4, 7), F32), ((3, 100), F32), ((2, 3, 130), F32), ((5, 1000), F32),
              ((1, 512), F32), ((6, 257), F16), ((2, 2, 200), F16)]
@@ -50,6 +50,8 @@ def test_softmax(student):
         check(student, x, f"x {shape} {dtype}")
     negative = -20 - 5 * torch.rand(3, 37, generator=gen)  # every score below -20
     check(student, negative, "rows whose scores are all negative, (3, 37) float32")
+    wide = torch.randn(4, 50, generator=gen) * 3
+    check(student, wide[:, 5:35], "x = wide[:, 5:35], rows 50 elements apart (pass x's row stride, or copy it)")
 
 
 @pytest.mark.points(2)
