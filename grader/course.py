@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import jupytext
@@ -99,8 +100,20 @@ def solutions(only_stale: bool = False, chapters=course_config.ACTIVE_CHAPTERS) 
     for ch in chapters:
         if only_stale and not stale_solutions(ch):
             continue
-        nbgrader("generate_solution", ch.slug, "--force")
-        for path in sorted((ROOT / "solutions" / ch.slug).glob("*.ipynb")):
+        folder = ROOT / "solutions" / ch.slug
+        with tempfile.TemporaryDirectory(prefix="solutions-") as tmp:
+            kept = Path(tmp) / ch.slug
+            if folder.is_dir():
+                shutil.copytree(folder, kept)
+            try:  # generate_solution empties the folder first: a failed run must not lose it
+                nbgrader("db", "assignment", "add", ch.slug)  # a checkout's gradebook may lack it
+                nbgrader("generate_solution", ch.slug, "--force")
+            except RuntimeError as exc:
+                if kept.is_dir():
+                    shutil.rmtree(folder, ignore_errors=True)
+                    shutil.copytree(kept, folder)
+                raise RuntimeError(f"{exc}\nsolutions/{ch.slug} is left as it was") from None
+        for path in sorted(folder.glob("*.ipynb")):
             _normalize(path)
         rebuilt.append(ch.slug)
     return rebuilt
