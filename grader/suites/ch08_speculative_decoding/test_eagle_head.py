@@ -15,7 +15,15 @@ from grader.student import reference_worker
 from _course import checked_run, head_chain_replay, judge_engine, prompts, worker_engine
 
 STEPS, SEED = 40, 825
-MIN_RATIO = 0.8  # student / reference, agreement and accepted drafts per cycle
+# Student / reference after the same training. An honest head trained from another random
+# stream (parameters created or windows drawn in another order) is another seed: over 10
+# seeds of the reference, its agreement on these 24 windows was 0.90x to 1.01x seed 825's
+# (mean 0.94, sd 0.03) and its accepted drafts per cycle on these 8 prompts 0.88x to 1.20x
+# (mean 0.98, sd 0.10; on the 2 prompts used before, 0.67x to 1.25x). A head trained on the
+# text's next token instead of the target's greedy one: 0.61x to 0.67x agreement; an
+# untrained one: 0.03x.
+MIN_AGREEMENT_RATIO = 0.8  # 4.7 sd below the honest mean
+MIN_ACCEPTED_RATIO = 0.6  # 3.8 sd below the honest mean: a floor for drafting along the chain
 
 
 def judge_features(target, windows: torch.Tensor):
@@ -130,13 +138,13 @@ def test_eagle_generate_drafts_as_the_text_says(student):
 @pytest.mark.points(2)
 @pytest.mark.timeout(240)
 def test_the_trained_head_drafts_as_well_as_the_references(student):
-    """40 steps, same windows and seed as the reference: agreement and accepted drafts per cycle >= 0.8x its"""
+    """40 steps, same windows and seed as the reference: agreement >= 0.8x its, accepted drafts per cycle >= 0.6x"""
     from llmopt.quality import calibration_tokens
 
     judge_target = judge_engine("course-lm")
     windows = calibration_tokens(64 * 64, window=64, seed=SEED)
-    held = held_out_windows(6, 64, 828)
-    hidden = prompts(2, 32, 829)
+    held = held_out_windows(24, 64, 828)
+    hidden = prompts(8, 32, 829)
     measured = {}
     with reference_worker("ch08_speculative_decoding", "setup", "eagle_head_solution") as reference:
         for name, side in (("yours", student), ("reference", reference)):
@@ -148,10 +156,10 @@ def test_the_trained_head_drafts_as_well_as_the_references(student):
             measured[name] = (agreement(head, judge_target, held), statistics.mean(accepted))
     (mine, mine_accepted), (ref, ref_accepted) = measured["yours"], measured["reference"]
     print(f"agreement {mine:.3f} vs {ref:.3f}; accepted per cycle {mine_accepted:.2f} vs {ref_accepted:.2f}")
-    assert mine >= MIN_RATIO * ref, (
+    assert mine >= MIN_AGREEMENT_RATIO * ref, (
         f"after {STEPS} steps your head's first draft matches the target's greedy token {mine:.1%} of the time on "
-        f"held-out text, the reference's {ref:.1%}: at least {MIN_RATIO:g}x is expected (train on the target's "
-        f"greedy tokens and its last layer's features, item t = (x_(t+1), f_t))")
-    assert mine_accepted >= MIN_RATIO * ref_accepted, (
+        f"held-out text, the reference's {ref:.1%}: at least {MIN_AGREEMENT_RATIO:g}x is expected (train on the "
+        f"target's greedy tokens and its last layer's features, item t = (x_(t+1), f_t))")
+    assert mine_accepted >= MIN_ACCEPTED_RATIO * ref_accepted, (
         f"drafting 4 tokens a cycle, {mine_accepted:.2f} of your head's drafts are accepted per cycle, "
-        f"{ref_accepted:.2f} of the reference's: at least {MIN_RATIO:g}x is expected")
+        f"{ref_accepted:.2f} of the reference's: at least {MIN_ACCEPTED_RATIO:g}x is expected")
