@@ -35,25 +35,15 @@ from tools.bench_serving import chapter_namespace  # noqa: E402
 SLUG = "ch08_speculative_decoding"
 
 
-def plain_generate(ns, prompt, new_tokens):
-    """The target's greedy decoding with a cache (the notebook's plain_generate)."""
-    cache = ns["RollbackKVCache"].for_engine(ns["target"], prompt.shape[1] + new_tokens + 1)
-    return ns["target"].generate(prompt, None, new_tokens, kv_cache=cache)
+def with_timing_loop(ns: dict) -> dict:
+    """ns plus the notebook's plain_generate and timed_against_plain: the demo cell that
+    defines them (and nothing else) runs in ns, so the study times exactly as the notebook."""
+    import jupytext
 
-
-def timed_against_plain(ns, generate, prompts, new_tokens):
-    """(per-cycle tokens, median plain time / speculative time), tokens checked equal."""
-    taus, ratios = [], []
-    for prompt in prompts:
-        start = time.perf_counter()
-        plain = plain_generate(ns, prompt, new_tokens)
-        plain_s = time.perf_counter() - start
-        start = time.perf_counter()
-        got, stats = generate(prompt, new_tokens)
-        ratios.append(plain_s / (time.perf_counter() - start))
-        assert got.tolist() == plain.tolist(), "speculative tokens differ from greedy"
-        taus += [n + 1 for n in stats["accepted"]]
-    return taus, statistics.median(ratios)
+    nb = jupytext.read(ROOT / "source" / SLUG / f"{SLUG}.py")
+    cell = next(c for c in nb.cells if c.cell_type == "code" and "def timed_against_plain(" in c.source)
+    exec(compile(cell.source, f"<{SLUG} timing loop>", "exec"), ns)
+    return ns
 
 
 def acceptance_by_depth(taus, gamma):
@@ -75,7 +65,7 @@ def main(argv=None) -> int:
     from llmopt.device import fingerprint
     from llmopt.quality import calibration_tokens, heldout_tokens
 
-    ns = chapter_namespace(SLUG)
+    ns = with_timing_loop(chapter_namespace(SLUG))
     torch.set_num_threads(args.threads)
     target, draft = ns["target"], ns["draft"]
     prompts, new_tokens = ns["held_out_prompts"](8), 64  # section 3's prompts, as the notebook
@@ -90,7 +80,7 @@ def main(argv=None) -> int:
     top1, near_tie = [], []
     with torch.inference_mode():
         for prompt in prompts:
-            seq = plain_generate(ns, prompt, new_tokens)
+            seq = ns["plain_generate"](target, prompt, new_tokens)
             logits = target.forward(seq, torch.arange(seq.shape[1])[None])[0, prompt.shape[1] - 1:-1]
             best = logits.float().softmax(dim=-1).topk(2, dim=-1).values  # (new_tokens, 2)
             top1 += best[:, 0].tolist()
@@ -98,8 +88,8 @@ def main(argv=None) -> int:
     print(f"target on its greedy continuations: top-1 probability mean {statistics.mean(top1):.2f}, "
           f"median {statistics.median(top1):.2f}; near-ties (top-1 - top-2 < 0.1) {statistics.mean(near_tie):.0%}")
 
-    taus, speedup = timed_against_plain(
-        ns, lambda p, n: ns["speculative_generate"](target, draft, p, n, 5), prompts, new_tokens)
+    taus, speedup = ns["timed_against_plain"](
+        target, lambda p, n: ns["speculative_generate"](target, draft, p, n, 5), prompts, new_tokens)
     depth = ", ".join(f"{a:.2f}" for a in acceptance_by_depth(taus, 5))
     print(f"draft model, chain g = 5: tau {statistics.mean(taus):.2f}, speed-up {speedup:.2f}x; "
           f"acceptance by depth {depth}")
@@ -115,8 +105,8 @@ def main(argv=None) -> int:
         agreement = float((logits.argmax(dim=-1) == greedy[:, 1:]).float().mean())
         row = [f"{steps:6d} {train_s:8.0f} {agreement:10.2f}"]
         for gamma in (2, 5):
-            taus, speedup = timed_against_plain(
-                ns, lambda p, n: ns["eagle_generate"](target, head, p, n, gamma), prompts, new_tokens)
+            taus, speedup = ns["timed_against_plain"](
+                target, lambda p, n: ns["eagle_generate"](target, head, p, n, gamma), prompts, new_tokens)
             row.append(f"{statistics.mean(taus):8.2f} {speedup:8.2f}x")
         depth = ", ".join(f"{a:.2f}" for a in acceptance_by_depth(taus, 5))
         print(" ".join(row) + f"  {depth}  (loss {statistics.mean(head.losses[-20:]):.2f})", flush=True)

@@ -591,6 +591,7 @@ def timed_against_plain(target, generate, prompts, new_tokens):
     return taus, statistics.median(ratios)
 
 
+# %%
 _prompts = held_out_prompts(2 if SMALL else 8)
 _new = 16 if SMALL else 64
 _gammas = [1, 4] if SMALL else [1, 2, 3, 4, 5, 6]
