@@ -60,10 +60,12 @@ lock: setup
 	$(PY) -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' > environment/requirements.txt
 
 # Retrain the tokenizer and both course models from this interpreter's standard library,
-# offline, and rewrite their model cards (models/train.py). Phony: models/ is a folder.
+# offline, and rewrite their model cards (models/train.py); then chapter 8's EAGLE head
+# on the new course-lm (models/train_eagle_head.py). Phony: models/ is a folder.
 .PHONY: models
 models: setup
 	$(PY) models/train.py
+	$(PY) models/train_eagle_head.py
 
 # ---- the course --------------------------------------------------------------------
 
