@@ -29,13 +29,14 @@ import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 from tools.bench_serving import chapter_namespace  # noqa: E402
+from tools.eagle_tau_study import heldout_agreement  # noqa: E402
 
 OUT = ROOT / "models" / "course-lm-eagle"
 TOKENS, STEPS, SEED, BATCH, THREADS = 1_048_576, 3_000, 0, 8, 2
 
 
 def main() -> int:
-    from llmopt.quality import calibration_tokens, heldout_tokens
+    from llmopt.quality import calibration_tokens
 
     torch.set_num_threads(THREADS)
     ns = chapter_namespace("ch08_speculative_decoding")
@@ -44,11 +45,7 @@ def main() -> int:
     started = time.perf_counter()
     head = ns["train_eagle_head"](target, train, STEPS, seed=SEED, batch=BATCH, progress=True)
     seconds = time.perf_counter() - started
-    held = heldout_tokens(8 * 128).view(8, 128)
-    with torch.inference_mode():
-        features, greedy = ns["target_features"](target, held)
-        logits, _ = head(held[:, 1:], features[:, :-1], torch.arange(127)[None].expand(8, 127))
-    agreement = float((logits.argmax(dim=-1) == greedy[:, 1:]).float().mean())
+    agreement = heldout_agreement(ns, head)
     OUT.mkdir(parents=True, exist_ok=True)
     save_file({name: p.detach().contiguous() for name, p in head.named_parameters()}, OUT / "head.safetensors")
     report = {"tokens": TOKENS, "steps": STEPS, "seed": SEED, "batch": BATCH, "torch_threads": THREADS,

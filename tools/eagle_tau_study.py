@@ -46,6 +46,20 @@ def with_timing_loop(ns: dict) -> dict:
     return ns
 
 
+def heldout_agreement(ns: dict, head) -> float:
+    """How often the head's first draft is the target's greedy token, with the target's true
+    features, on the notebook's 8 x 128 held-out tokens (its section 6 measure)."""
+    import torch
+
+    from llmopt.quality import heldout_tokens
+
+    held = heldout_tokens(8 * 128).view(8, 128)
+    with torch.inference_mode():
+        features, greedy = ns["target_features"](ns["target"], held)
+        logits, _ = head(held[:, 1:], features[:, :-1], torch.arange(127)[None].expand(8, 127))
+    return float((logits.argmax(dim=-1) == greedy[:, 1:]).float().mean())
+
+
 def acceptance_by_depth(taus, gamma):
     """P(draft k accepted | drafts 1..k-1 accepted), k = 1..gamma, from per-cycle tokens."""
     reached = [sum(1 for t in taus if t - 1 >= k) for k in range(gamma + 1)]
@@ -63,16 +77,13 @@ def main(argv=None) -> int:
     import torch
 
     from llmopt.device import fingerprint
-    from llmopt.quality import calibration_tokens, heldout_tokens
+    from llmopt.quality import calibration_tokens
 
     ns = with_timing_loop(chapter_namespace(SLUG))
     torch.set_num_threads(args.threads)
     target, draft = ns["target"], ns["draft"]
     prompts, new_tokens = ns["held_out_prompts"](8), 64  # section 3's prompts, as the notebook
     train = calibration_tokens(args.train_tokens, window=128)
-    held = heldout_tokens(8 * 128).view(8, 128)
-    with torch.inference_mode():
-        features, greedy = ns["target_features"](target, held)
     print(f"{fingerprint('cpu').device_name}, torch threads {args.threads}; train {train.numel():,} tokens ({len(train)} windows of 128); "
           f"8 prompts x {new_tokens} new tokens")
 
@@ -100,9 +111,7 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         head = ns["train_eagle_head"](target, train, steps, seed=args.seed, batch=8)
         train_s = time.perf_counter() - start
-        with torch.inference_mode():
-            logits, _ = head(held[:, 1:], features[:, :-1], torch.arange(127)[None].expand(8, 127))
-        agreement = float((logits.argmax(dim=-1) == greedy[:, 1:]).float().mean())
+        agreement = heldout_agreement(ns, head)
         row = [f"{steps:6d} {train_s:8.0f} {agreement:10.2f}"]
         for gamma in (2, 5):
             taus, speedup = ns["timed_against_plain"](
