@@ -95,6 +95,14 @@ def _student(code: str = TRITON_CELL):
         worker.stop()
 
 
+def median_seconds(fn) -> float:
+    """fn's median time in seconds by triton.testing.do_bench: warmed up, the L2 cache flushed
+    between runs. Every timing of this script goes through it."""
+    from triton.testing import do_bench
+
+    return do_bench(fn, return_mode="median") / 1e3
+
+
 def check_worker_cuda() -> str:
     with _student() as student:
         total = student.grab_gib()
@@ -171,8 +179,6 @@ def _chapter7_reference() -> dict:
 
 
 def check_triton_paged_attention_bandwidth(goal: float = 0.70) -> str:
-    from triton.testing import do_bench
-
     from llmopt.device import calibrate
 
     ref = _chapter5_reference()
@@ -194,7 +200,7 @@ def check_triton_paged_attention_bandwidth(goal: float = 0.70) -> str:
         kv_bytes = 2 * batch * context * n_kv_heads * head_dim * 2
 
         def fraction(fn):
-            return kv_bytes / (do_bench(fn, return_mode="median") / 1e3) / copy
+            return kv_bytes / median_seconds(fn) / copy
 
         kernel = fraction(lambda: ref["paged_attention_triton"](*args))
         dense = fraction(lambda: torch.nn.functional.scaled_dot_product_attention(query[:, :, None], k, v, enable_gqa=True))
@@ -340,8 +346,6 @@ def check_w4a16_kernel_compiles() -> str:
 
 
 def check_w4a16_decode_bandwidth(bandwidth_goal: float = 0.60, speedup_goal: float = 2.5) -> str:
-    from triton.testing import do_bench
-
     from llmopt.device import calibrate
 
     ref = _chapter7_reference()
@@ -363,8 +367,8 @@ def check_w4a16_decode_bandwidth(bandwidth_goal: float = 0.60, speedup_goal: flo
             error = ((kernel(x, packed, scales, zeros, group).float() - want).abs().max() / want.abs().max()).item()
             assert error < (2e-3 if dtype == torch.float16 else 1e-2), f"batch {batch} {dtype}: relative error {error:.1e}"
         x = torch.randn(batch, k, device="cuda", dtype=torch.float16)
-        fp16_s = do_bench(lambda: x @ weight.T, return_mode="median") / 1e3  # L2 flushed between runs
-        kernel_s = do_bench(lambda: kernel(x, packed, scales, zeros, group), return_mode="median") / 1e3
+        fp16_s = median_seconds(lambda: x @ weight.T)
+        kernel_s = median_seconds(lambda: kernel(x, packed, scales, zeros, group))
         fraction, speedup = packed_bytes / kernel_s / copy, fp16_s / kernel_s
         notes.append(f"batch {batch}: kernel {1e6 * kernel_s:.1f} us = {fraction:.0%} of {copy / 1e9:.0f} GB/s copy, "
                      f"{speedup:.2f}x the FP16 matmul ({1e6 * fp16_s:.1f} us, {2 * n * k / fp16_s / copy:.0%} of copy)")
@@ -373,9 +377,8 @@ def check_w4a16_decode_bandwidth(bandwidth_goal: float = 0.60, speedup_goal: flo
                 shortfalls.append(f"{fraction:.0%} of copy bandwidth")
             if speedup < speedup_goal:
                 shortfalls.append(f"{speedup:.2f}x FP16")
-            sweep = {(block_n, split_k, warps): do_bench(lambda: kernel(
-                         x, packed, scales, zeros, group, block_n=block_n, split_k=split_k, num_warps=warps),
-                         return_mode="median") / 1e3
+            sweep = {(block_n, split_k, warps): median_seconds(lambda: kernel(
+                         x, packed, scales, zeros, group, block_n=block_n, split_k=split_k, num_warps=warps))
                      for block_n in (16, 32, 64, 128) for split_k in (None, 2, 4, 8, 16) for warps in (2, 4, 8)}
             best = min(sweep, key=sweep.get)
             notes.append(f"best at batch 1: block_n={best[0]}, split_k={best[1]}, num_warps={best[2]}: "
@@ -391,8 +394,6 @@ def check_chapter3_suites() -> str:
 
 
 def check_chapter3_kernel_bandwidth(add_goal: float = 0.80, rms_goal: float = 0.60) -> str:
-    from triton.testing import do_bench
-
     from llmopt.device import calibrate
 
     ref = _reference_cells("ch03_gpu_fundamentals", ("setup", "triton_kernels_solution"))
@@ -400,35 +401,30 @@ def check_chapter3_kernel_bandwidth(add_goal: float = 0.80, rms_goal: float = 0.
     n = 1 << 26
     x, y = torch.randn(n, device="cuda"), torch.randn(n, device="cuda")
     assert torch.equal(ref["vector_add"](x, y), x + y), "vector add differs from x + y"
-    add = 3 * 4 * n / (do_bench(lambda: ref["vector_add"](x, y), return_mode="median") / 1e3) / copy
+    add = 3 * 4 * n / median_seconds(lambda: ref["vector_add"](x, y)) / copy
     rows, weight = torch.randn(8192, 4096, device="cuda").half(), torch.rand(4096, device="cuda").half()
     want = rows.float() * torch.rsqrt(rows.float().pow(2).mean(-1, keepdim=True) + 1e-5) * weight.float()
     error = (ref["rms_norm_triton"](rows, weight).float() - want).abs().max().item()
     assert error < 2e-2, f"RMSNorm error {error:.1e}"
-    rms = 2 * rows.numel() * 2 / (do_bench(lambda: ref["rms_norm_triton"](rows, weight), return_mode="median") / 1e3) / copy
+    rms = 2 * rows.numel() * 2 / median_seconds(lambda: ref["rms_norm_triton"](rows, weight)) / copy
     detail = f"vector add {add:.0%} of {copy / 1e9:.0f} GB/s copy; RMSNorm fp16 8192x4096 {rms:.0%}"
     assert add >= add_goal and rms >= rms_goal, f"below the goals ({add_goal:.0%}, {rms_goal:.0%}): {detail}"
     return detail
 
 
 def check_chapter3_softmax_matmul_throughput(softmax_goal: float = 0.60, matmul_goal: float = 0.50) -> str:
-    from triton.testing import do_bench
-
     from llmopt.device import calibrate
 
     ref = _reference_cells("ch03_gpu_fundamentals", ("setup", "triton_softmax_solution", "triton_matmul_solution"))
     calibration = calibrate("cuda")
     copy, bf16_peak = calibration.copy_bytes_per_s, calibration.matmul_flops_per_s(torch.bfloat16)
 
-    def seconds(fn) -> float:
-        return do_bench(fn, return_mode="median") / 1e3  # L2 flushed between runs
-
     scores = torch.randn(8192, 4096, device="cuda").half()
     error = (ref["softmax_triton"](scores).float() - torch.softmax(scores.float(), -1)).abs().max().item()
     assert error < 1e-3, f"softmax error {error:.1e}"
     softmax_bytes = 2 * scores.numel() * 2
-    softmax = softmax_bytes / seconds(lambda: ref["softmax_triton"](scores)) / copy
-    torch_softmax = softmax_bytes / seconds(lambda: torch.softmax(scores, -1)) / copy
+    softmax = softmax_bytes / median_seconds(lambda: ref["softmax_triton"](scores)) / copy
+    torch_softmax = softmax_bytes / median_seconds(lambda: torch.softmax(scores, -1)) / copy
     n = 8192
     a, b = torch.randn(n, n, device="cuda").bfloat16(), torch.randn(n, n, device="cuda").bfloat16()
     want = a.float() @ b.float()
@@ -437,7 +433,7 @@ def check_chapter3_softmax_matmul_throughput(softmax_goal: float = 0.60, matmul_
     flops = 2 * n**3
 
     def fraction(fn) -> float:
-        return flops / seconds(fn) / bf16_peak
+        return flops / median_seconds(fn) / bf16_peak
 
     matmul = fraction(lambda: ref["matmul_triton"](a, b))
     transposed = fraction(lambda: ref["matmul_triton"](a, b.T))  # x @ W.T, W stored (out, in)
